@@ -1,0 +1,3 @@
+"""buckethead-django: an in-memory SQLite made durable in an S3-compatible bucket, for Django."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,44 @@
+"""The BucketHead engine: in-memory SQLite made durable in an S3-compatible bucket.
+
+Nothing in this package imports Django; the Django app is a thin layer on top.
+"""
+
+from .config import BucketConfig, SnapshotConfig
+from .core import BucketSQLite, FlushResult
+from .errors import (
+    BucketHeadError,
+    NotStarted,
+    ObjectNotFound,
+    ObjectStoreError,
+    PreconditionFailed,
+    SnapshotCorrupt,
+    SnapshotError,
+    ValueTooLarge,
+)
+from .interfaces import FileInfo, FileStore, GcReport, Interface, KVStore
+from .objectstore import LocalObjectStore, ObjectInfo, ObjectStore, S3ObjectStore, open_object_store
+
+__all__ = [
+    "BucketConfig",
+    "BucketHeadError",
+    "BucketSQLite",
+    "FileInfo",
+    "FileStore",
+    "FlushResult",
+    "GcReport",
+    "Interface",
+    "KVStore",
+    "LocalObjectStore",
+    "NotStarted",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "ObjectStore",
+    "ObjectStoreError",
+    "PreconditionFailed",
+    "S3ObjectStore",
+    "SnapshotConfig",
+    "SnapshotCorrupt",
+    "SnapshotError",
+    "ValueTooLarge",
+    "open_object_store",
+]

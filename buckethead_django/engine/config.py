@@ -1,0 +1,107 @@
+"""Plain-dataclass configuration for the engine.
+
+`BucketConfig` says *where* state lives (an S3-compatible bucket, Cloudflare R2,
+or a local directory); `SnapshotConfig` says *when* it is written. Both are
+immutable so one instance can be shared safely between threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_SNAPSHOT_KEY = "bucketsqlite/snap.db"
+DEFAULT_FILES_PREFIX = "files/"
+R2_ENDPOINT_TEMPLATE = "https://{account_id}.r2.cloudflarestorage.com"
+
+
+@dataclass(frozen=True)
+class BucketConfig:
+    """Where the snapshot and the file blobs are stored.
+
+    With ``local_path`` set, the "bucket" is a directory on disk (development,
+    tests, the zero-config default); otherwise it is an S3-compatible bucket
+    reached through boto3.
+    """
+
+    bucket: str = ""
+    key: str = DEFAULT_SNAPSHOT_KEY
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    files_prefix: str = DEFAULT_FILES_PREFIX
+    local_path: Path | None = None
+    max_attempts: int = 5
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    multipart_threshold: int = 8 * 1024 * 1024
+    multipart_chunksize: int = 8 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.local_path is None and not self.bucket:
+            raise ValueError(
+                "BucketConfig needs a bucket name, or local_path for the local "
+                "directory backend (BucketConfig.local(path))."
+            )
+        if not self.key or self.key.startswith("/") or self.key.endswith("/"):
+            raise ValueError(f"snapshot key {self.key!r} must be a non-empty object key like 'bucketsqlite/snap.db'")
+        if self.files_prefix and not self.files_prefix.endswith("/"):
+            raise ValueError(f"files_prefix {self.files_prefix!r} must end with '/' (for example 'files/')")
+        if self.local_path is not None and not isinstance(self.local_path, Path):
+            object.__setattr__(self, "local_path", Path(self.local_path))
+
+    @property
+    def is_local(self) -> bool:
+        return self.local_path is not None
+
+    @classmethod
+    def local(cls, path: str | Path, **kwargs: object) -> BucketConfig:
+        """A local directory acting as the bucket."""
+        return cls(local_path=Path(path), **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def for_r2(
+        cls,
+        *,
+        account_id: str,
+        bucket: str,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        **kwargs: object,
+    ) -> BucketConfig:
+        """A Cloudflare R2 bucket: endpoint derived from the account id, region ``auto``."""
+        if not account_id or not account_id.isalnum():
+            raise ValueError(
+                f"Cloudflare account id {account_id!r} is not valid: copy the 32-character "
+                "id from the R2 page of the Cloudflare dashboard."
+            )
+        return cls(
+            bucket=bucket,
+            endpoint_url=R2_ENDPOINT_TEMPLATE.format(account_id=account_id),
+            region="auto",
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    """When snapshots are written.
+
+    ``interval_seconds`` drives the background flush loop; ``min_interval_seconds``
+    debounces ``flush()`` so a burst of callers costs one upload; with
+    ``keep_previous`` the snapshot being replaced is copied to ``<key>.prev``.
+    """
+
+    interval_seconds: float = 60.0
+    min_interval_seconds: float = 5.0
+    keep_previous: bool = True
+
+    def __post_init__(self) -> None:
+        if self.interval_seconds <= 0:
+            raise ValueError("SnapshotConfig.interval_seconds must be > 0")
+        if self.min_interval_seconds < 0:
+            raise ValueError("SnapshotConfig.min_interval_seconds must be >= 0")

@@ -1,0 +1,283 @@
+"""BucketSQLite: one in-memory SQLite database, made durable in a bucket.
+
+The database lives in SQLite's ``memdb`` VFS under a name unique to this
+instance, so any number of connections in the process open the *same*
+in-memory database with normal locking and busy timeouts (shared-cache mode
+would fail concurrent writers with "database table is locked"). `start()`
+restores the latest snapshot into it, a background thread snapshots it every
+``interval_seconds``, and `stop()` makes a final flush.
+
+Whether anything changed is read from ``PRAGMA data_version`` on a private
+connection that never writes: the value moves whenever another connection
+commits, so an idle tick costs one pragma — no copy, no hash, no upload.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TypeVar
+
+from . import snapshot
+from .config import BucketConfig, SnapshotConfig
+from .errors import NotStarted, SnapshotError
+from .interfaces import FileStore, KVStore
+from .interfaces.kv import DEFAULT_MAX_VALUE_BYTES
+from .objectstore import ObjectInfo, ObjectStore, open_object_store
+
+logger = logging.getLogger("buckethead_django.engine")
+
+T = TypeVar("T")
+
+FlushStartCallback = Callable[[], None]
+FlushCompleteCallback = Callable[[float, int], None]
+FlushErrorCallback = Callable[[BaseException], None]
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    """What one flush did: ``uploaded`` False means it was skipped (see ``reason``)."""
+
+    uploaded: bool
+    reason: str
+    duration_seconds: float = 0.0
+    bytes: int = 0
+    etag: str | None = None
+    at: float = 0.0
+
+
+class BucketSQLite:
+    """An in-memory SQLite database restored from, and snapshotted to, a bucket.
+
+    Use it as a context manager, or call `start()` and `stop()`::
+
+        with BucketSQLite(BucketConfig.local("var/bucket")) as bh:
+            bh.kv.set("user/123", "alice")
+            bh.connection.execute("CREATE TABLE IF NOT EXISTS t (x)")
+    """
+
+    def __init__(
+        self,
+        config: BucketConfig,
+        snapshot_config: SnapshotConfig | None = None,
+        *,
+        store: ObjectStore | None = None,
+        on_flush_start: FlushStartCallback | None = None,
+        on_flush_complete: FlushCompleteCallback | None = None,
+        on_flush_error: FlushErrorCallback | None = None,
+        busy_timeout: float = 30.0,
+        kv_max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        background_flush: bool = True,
+    ) -> None:
+        self.config = config
+        self.snapshot_config = snapshot_config or SnapshotConfig()
+        self.store: ObjectStore = store if store is not None else open_object_store(config)
+        self.busy_timeout = busy_timeout
+        self.kv_max_value_bytes = kv_max_value_bytes
+        self.background_flush = background_flush
+        self._on_flush_start = on_flush_start
+        self._on_flush_complete = on_flush_complete
+        self._on_flush_error = on_flush_error
+        self._uri = f"file:/buckethead-{uuid.uuid4().hex}?vfs=memdb"
+        self._state_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._connections: list[sqlite3.Connection] = []
+        self._watcher: sqlite3.Connection | None = None
+        self._kv: KVStore | None = None
+        self._files: FileStore | None = None
+        self._flushed_version: int | None = None
+        self._last_attempt = float("-inf")
+        self.restored_from: ObjectInfo | None = None
+        self.last_flush: FlushResult | None = None
+        self.last_error: BaseException | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._conn is not None
+
+    def start(self) -> BucketSQLite:
+        """Restore the latest snapshot (or start empty if there is none) and begin flushing.
+
+        If the snapshot cannot be read or is not a valid database, this raises
+        and leaves nothing running, so a later `stop()` cannot upload an empty
+        database over the snapshot.
+        """
+        with self._state_lock:
+            if self._conn is not None:
+                return self
+            conn = self._open(check_same_thread=False, autocommit=True)
+            watcher = self._open(check_same_thread=False, autocommit=True)
+            try:
+                self.restored_from = snapshot.restore(self.store, self.config.key, conn)
+                kv = KVStore(
+                    self._open(check_same_thread=False, autocommit=True), max_value_bytes=self.kv_max_value_bytes
+                )
+                files = FileStore(
+                    self._open(check_same_thread=False, autocommit=True), self.store, prefix=self.config.files_prefix
+                )
+            except BaseException:
+                watcher.close()
+                conn.close()
+                raise
+            self._conn, self._watcher, self._kv, self._files = conn, watcher, kv, files
+            # What is in memory now is what the bucket holds (schema creation aside,
+            # which every start repeats): nothing to upload until something changes.
+            self._flushed_version = self._data_version()
+            self._stop_event.clear()
+            if self.background_flush:
+                self._thread = threading.Thread(target=self._flush_loop, name="buckethead-flush", daemon=True)
+                self._thread.start()
+        logger.info(
+            "BucketSQLite started from %s (%s)",
+            self.store.describe(),
+            f"snapshot {self.config.key}, {self.restored_from.size} bytes" if self.restored_from else "no snapshot yet",
+        )
+        return self
+
+    def stop(self) -> None:
+        """Stop the flush loop, make a final flush and close the database.
+
+        If the final flush fails the error is raised and the database stays
+        open, so nothing is lost and `stop()` can be called again.
+        """
+        with self._state_lock:
+            if self._conn is None:
+                return
+            self._stop_event.set()
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        self.force_flush()
+        with self._state_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections = []
+            self._conn = self._watcher = None
+            self._kv = self._files = None
+
+    def __enter__(self) -> BucketSQLite:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- connections and interfaces ------------------------------------------------------
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The keep-alive connection, in autocommit mode, usable from any thread."""
+        return self._require(self._conn)
+
+    def connect(self, *, check_same_thread: bool = True, autocommit: bool = False) -> sqlite3.Connection:
+        """A new connection to the same in-memory database, for one thread."""
+        self._require(self._conn)
+        return self._open(check_same_thread=check_same_thread, autocommit=autocommit)
+
+    @property
+    def kv(self) -> KVStore:
+        return self._require(self._kv)
+
+    @property
+    def files(self) -> FileStore:
+        return self._require(self._files)
+
+    def _open(self, *, check_same_thread: bool, autocommit: bool) -> sqlite3.Connection:
+        return sqlite3.connect(
+            self._uri,
+            uri=True,
+            timeout=self.busy_timeout,
+            check_same_thread=check_same_thread,
+            isolation_level=None if autocommit else "DEFERRED",
+        )
+
+    def _require(self, value: T | None) -> T:
+        if value is None:
+            raise NotStarted("BucketSQLite is not running: call start() (or use it as a context manager) first")
+        return value
+
+    # -- flushing ----------------------------------------------------------------------
+
+    @property
+    def dirty(self) -> bool:
+        """True if something was committed since the last snapshot. Costs one pragma."""
+        with self._flush_lock:
+            return self._data_version() != self._flushed_version
+
+    def flush(self) -> FlushResult:
+        """Snapshot now unless one was attempted less than ``min_interval_seconds`` ago or nothing changed."""
+        since = time.monotonic() - self._last_attempt
+        if since < self.snapshot_config.min_interval_seconds:
+            return FlushResult(uploaded=False, reason="debounced", at=time.time())
+        return self.force_flush()
+
+    def force_flush(self) -> FlushResult:
+        """Snapshot now if anything changed since the last snapshot, ignoring the debounce."""
+        self._require(self._conn)
+        with self._flush_lock:
+            self._last_attempt = time.monotonic()
+            if self._data_version() == self._flushed_version:
+                result = FlushResult(uploaded=False, reason="unchanged", at=time.time())
+                self.last_flush = result
+                return result
+            self._call(self._on_flush_start)
+            started = time.perf_counter()
+            try:
+                image = snapshot.capture(self._require(self._watcher))
+                info = snapshot.upload(
+                    self.store, self.config.key, image, keep_previous=self.snapshot_config.keep_previous
+                )
+            except Exception as exc:
+                self.last_error = exc
+                self._call(self._on_flush_error, exc)
+                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                    raise SnapshotError(
+                        f"could not read a consistent copy of the database within {self.busy_timeout}s: a "
+                        "write transaction stayed open the whole time. Commit or roll it back, then flush again."
+                    ) from exc
+                raise
+            duration = time.perf_counter() - started
+            self._flushed_version = image.data_version
+            self.last_error = None
+            result = FlushResult(
+                uploaded=True,
+                reason="changed",
+                duration_seconds=duration,
+                bytes=len(image.data),
+                etag=info.etag,
+                at=time.time(),
+            )
+            self.last_flush = result
+        self._call(self._on_flush_complete, duration, len(image.data))
+        return result
+
+    def _data_version(self) -> int:
+        return int(self._require(self._watcher).execute("PRAGMA data_version").fetchone()[0])
+
+    def _flush_loop(self) -> None:
+        while not self._stop_event.wait(self.snapshot_config.interval_seconds):
+            try:
+                self.flush()
+            except Exception:
+                logger.exception("BucketSQLite background flush to %s failed; will retry", self.store.describe())
+
+    def _call(self, callback: Callable[..., None] | None, *args: object) -> None:
+        """Run a user callback; its failure is logged, never allowed to break a flush."""
+        if callback is None:
+            return
+        try:
+            callback(*args)
+        except Exception:
+            logger.exception("BucketSQLite flush callback %r raised", callback)

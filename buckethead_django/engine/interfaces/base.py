@@ -1,0 +1,77 @@
+"""Abstract base class for typed views on BucketHead state.
+
+An Interface owns one or more SQLite tables (and optionally an R2 prefix) and
+is constructed by `BucketSQLite.start()` after the snapshot is restored.
+Schema bootstrap is idempotent so the tables exist whether or not they were
+present in the restored snapshot.
+
+First concrete implementation: `buckethead_django.engine.interfaces.kv.KVStore`.
+Future examples (not implemented yet) include NumPy array storage and Pandas
+DataFrame storage, both of which will also inherit from Interface.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+from ..objectstore import ObjectStore
+
+
+class Interface(ABC):
+    """Base class for typed interfaces attached to a BucketSQLite instance.
+
+    Subclasses implement `_init_schema()` to create the tables they own
+    using ``CREATE TABLE IF NOT EXISTS``. The base class calls it during
+    construction so every subclass gets the schema up before its public
+    methods are ever invoked.
+
+    Reserved table-name convention: Interface subclasses should prefix
+    their tables with ``bh_`` so user tables never collide. KVStore uses
+    ``bh_kv``; future Interface subclasses should follow suit. (FileStore's
+    ``filestore`` table predates this convention and is grandfathered in.)
+
+    The connection should be in autocommit mode (``isolation_level=None``);
+    multi-statement changes go through `_transaction()`, which also
+    serialises threads sharing the connection.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, store: ObjectStore | None = None) -> None:
+        self._conn = conn
+        self._store = store
+        self._lock = threading.RLock()
+        self._init_schema()
+
+    @abstractmethod
+    def _init_schema(self) -> None:
+        """Create this interface's tables and indexes if they do not exist yet."""
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on this interface's connection, committed or rolled back whole."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _add_missing_columns(self, table: str, columns: dict[str, str]) -> None:
+        """Upgrade a table restored from an older snapshot by adding columns it lacks.
+
+        Idempotent and safe when several threads construct the same interface at once.
+        """
+        present = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+        for name, decl in columns.items():
+            if name in present:
+                continue
+            try:
+                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column name" not in str(exc):
+                    raise

@@ -1,0 +1,115 @@
+"""Snapshots: a consistent copy of the in-memory database, uploaded and restored.
+
+The format is the one the PyPI ``buckethead`` 0.4.x package writes — a plain
+SQLite database file at one object key, the copy it replaced at ``<key>.prev``
+— so buckets move freely between the two. A snapshot is only ever loaded after
+it has proved to be a whole, valid SQLite database: a damaged object raises
+`SnapshotCorrupt` naming it, and never turns into an empty database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sqlite3
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SnapshotCorrupt
+from .objectstore import ObjectInfo, ObjectStore
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+CONTENT_TYPE = "application/vnd.sqlite3"
+PREVIOUS_SUFFIX = ".prev"
+
+
+@dataclass(frozen=True)
+class Capture:
+    """A point-in-time image of the database and the version it reflects."""
+
+    data: bytes
+    data_version: int
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def capture(conn: sqlite3.Connection) -> Capture:
+    """Copy the whole database inside one read transaction.
+
+    Holding the read lock for the copy means no commit can land halfway
+    through, so the image is consistent even while other threads write; the
+    ``data_version`` read in the same transaction says exactly which commits
+    it includes. ``conn`` must be in autocommit mode (``isolation_level=None``).
+    """
+    conn.execute("BEGIN")
+    try:
+        conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
+        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        data = conn.serialize()
+    finally:
+        conn.execute("COMMIT")
+    return Capture(data=data, data_version=version)
+
+
+def upload(store: ObjectStore, key: str, image: Capture, *, keep_previous: bool) -> ObjectInfo:
+    """Write ``image`` at ``key``, first keeping the snapshot it replaces at ``<key>.prev``."""
+    if keep_previous and store.head(key) is not None:
+        store.copy(key, key + PREVIOUS_SUFFIX)
+    return store.put(key, image.data, content_type=CONTENT_TYPE, metadata={"sha256": image.sha256})
+
+
+def restore(store: ObjectStore, key: str, into: sqlite3.Connection) -> ObjectInfo | None:
+    """Load the snapshot at ``key`` into the (empty) database behind ``into``.
+
+    Returns the object's info, or None when there is no snapshot yet. The
+    object is downloaded to a temporary file and validated there before a
+    single page reaches ``into``.
+    """
+    if store.head(key) is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="buckethead-restore-") as tmp:
+        path = Path(tmp) / "snapshot.db"
+        info = store.get_to(key, path)
+        validate(path, key)
+        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            src.backup(into)
+        finally:
+            src.close()
+    return info
+
+
+def validate(path: Path, key: str) -> None:
+    """Raise `SnapshotCorrupt` unless ``path`` holds a whole SQLite database that passes integrity_check."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(100)
+    if size == 0:
+        raise SnapshotCorrupt(key, "the object is empty (0 bytes)")
+    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
+        raise SnapshotCorrupt(key, "it does not start with the SQLite file header")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    page_count = int.from_bytes(header[28:32], "big")
+    if page_size < 512 or size % page_size != 0:
+        raise SnapshotCorrupt(key, f"its size ({size} bytes) is not a whole number of {page_size}-byte pages")
+    if page_count and page_count * page_size > size:
+        raise SnapshotCorrupt(
+            key, f"it is truncated: the header promises {page_count * page_size} bytes, the object has {size}"
+        )
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise SnapshotCorrupt(key, f"SQLite cannot open it: {exc}") from None
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA integrity_check(20)")]
+    except sqlite3.DatabaseError as exc:
+        raise SnapshotCorrupt(key, f"SQLite cannot read it: {exc}") from None
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+    if rows != ["ok"]:
+        raise SnapshotCorrupt(key, "integrity_check failed: " + "; ".join(rows[:5]))
