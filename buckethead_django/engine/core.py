@@ -228,10 +228,15 @@ class BucketSQLite:
         self._require(self._conn)
         with self._flush_lock:
             self._last_attempt = time.monotonic()
-            if self._data_version() == self._flushed_version:
-                result = FlushResult(uploaded=False, reason="unchanged", at=time.time())
-                self.last_flush = result
-                return result
+            try:
+                changed = self._data_version() != self._flushed_version
+            except sqlite3.OperationalError as exc:
+                self.last_error = self._explain_lock(exc)
+                self._call(self._on_flush_error, self.last_error)
+                raise self.last_error from exc
+            if not changed:
+                self.last_flush = FlushResult(uploaded=False, reason="unchanged", at=time.time())
+                return self.last_flush
             self._call(self._on_flush_start)
             started = time.perf_counter()
             try:
@@ -240,18 +245,16 @@ class BucketSQLite:
                     self.store, self.config.key, image, keep_previous=self.snapshot_config.keep_previous
                 )
             except Exception as exc:
-                self.last_error = exc
-                self._call(self._on_flush_error, exc)
-                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                    raise SnapshotError(
-                        f"could not read a consistent copy of the database within {self.busy_timeout}s: a "
-                        "write transaction stayed open the whole time. Commit or roll it back, then flush again."
-                    ) from exc
-                raise
+                error = self._explain_lock(exc)
+                self.last_error = error
+                self._call(self._on_flush_error, error)
+                if error is exc:
+                    raise
+                raise error from exc
             duration = time.perf_counter() - started
             self._flushed_version = image.data_version
             self.last_error = None
-            result = FlushResult(
+            self.last_flush = FlushResult(
                 uploaded=True,
                 reason="changed",
                 duration_seconds=duration,
@@ -259,9 +262,18 @@ class BucketSQLite:
                 etag=info.etag,
                 at=time.time(),
             )
-            self.last_flush = result
+            result = self.last_flush
         self._call(self._on_flush_complete, duration, len(image.data))
         return result
+
+    def _explain_lock(self, exc: Exception) -> Exception:
+        """Turn SQLite's bare "database is locked" into an error that says what to do."""
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            return SnapshotError(
+                f"could not read a consistent copy of the database within {self.busy_timeout}s: a write "
+                "transaction stayed open the whole time. Commit or roll it back, then flush again."
+            )
+        return exc
 
     def _data_version(self) -> int:
         return int(self._require(self._watcher).execute("PRAGMA data_version").fetchone()[0])

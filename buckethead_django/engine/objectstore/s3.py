@@ -47,7 +47,7 @@ def botocore_config(cfg: BucketConfig) -> Config:
     return Config(
         region_name=cfg.region,
         signature_version="s3v4",
-        retries={"mode": "standard", "max_attempts": cfg.max_attempts},
+        retries={"mode": "standard", "total_max_attempts": cfg.max_attempts},
         connect_timeout=cfg.connect_timeout,
         read_timeout=cfg.read_timeout,
         request_checksum_calculation="when_required",

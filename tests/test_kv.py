@@ -1,0 +1,270 @@
+"""KVStore, behaviour by behaviour as the seed text states it, plus expiry."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from buckethead_django.engine import BucketSQLite, Interface, KVStore, ValueTooLarge
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def conn() -> sqlite3.Connection:
+    return sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def kv(conn: sqlite3.Connection, clock: FakeClock) -> KVStore:
+    return KVStore(conn, clock=clock)
+
+
+# -- the seed text, line by line ------------------------------------------------
+
+
+def test_canonical_api_is_str_in_str_out(kv: KVStore) -> None:
+    kv.set("greeting", "héllo ✓")
+    assert kv.get("greeting") == "héllo ✓"
+    assert isinstance(kv.get("greeting"), str)
+    assert kv.get("missing") is None
+    assert kv.get("missing", "fallback") == "fallback"
+
+
+def test_bytes_escape_hatch(kv: KVStore) -> None:
+    kv.set_bytes("blob", b"\x00\xff\x10")
+    assert kv.get_bytes("blob") == b"\x00\xff\x10"
+    assert kv.get_bytes("missing") is None
+
+
+def test_both_apis_share_one_blob_column(kv: KVStore, conn: sqlite3.Connection) -> None:
+    kv.set("s", "text")
+    kv.set_bytes("b", b"text")
+    assert kv.get_bytes("s") == b"text"
+    assert kv.get("b") == "text"
+    types = {r[0] for r in conn.execute("SELECT typeof(value) FROM bh_kv")}
+    assert types == {"blob"}
+
+
+def test_table_is_bh_kv_with_the_buckethead_columns(kv: KVStore, conn: sqlite3.Connection) -> None:
+    cols = [(r[1], r[2], r[3], r[5]) for r in conn.execute("PRAGMA table_info(bh_kv)")]
+    assert cols == [
+        ("key", "TEXT", 0, 1),
+        ("value", "BLOB", 1, 0),
+        ("created_at", "REAL", 1, 0),
+        ("updated_at", "REAL", 1, 0),
+        ("expires_at", "REAL", 0, 0),
+    ]
+
+
+def test_get_of_non_utf8_names_the_key_and_get_bytes(kv: KVStore) -> None:
+    kv.set_bytes("pickle:1", b"\x80\x04\x95")
+    with pytest.raises(UnicodeDecodeError) as err:
+        kv.get("pickle:1")
+    message = str(err.value)
+    assert "'pickle:1'" in message
+    assert "get_bytes()" in message
+    assert kv.get_bytes("pickle:1") == b"\x80\x04\x95"
+
+
+def test_dict_protocol_in_string_form(kv: KVStore) -> None:
+    kv["a"] = "1"
+    kv["b"] = "2"
+    assert kv["a"] == "1"
+    assert "a" in kv
+    assert "zzz" not in kv
+    assert 42 not in kv
+    assert len(kv) == 2
+    del kv["a"]
+    assert "a" not in kv
+    assert len(kv) == 1
+    with pytest.raises(KeyError):
+        kv["a"]
+    with pytest.raises(KeyError):
+        del kv["a"]
+
+
+def test_delete_says_whether_the_key_existed(kv: KVStore) -> None:
+    kv.set("k", "v")
+    assert kv.delete("k") is True
+    assert kv.delete("k") is False
+    assert kv.exists("k") is False
+
+
+def test_keys_are_sorted_and_filtered_by_literal_prefix(kv: KVStore) -> None:
+    for key in ["user:2", "user:1", "users", "user%x", "user_x", "User:3", "session:1", "usex"]:
+        kv.set(key, "v")
+    assert kv.keys() == sorted(["user:2", "user:1", "users", "user%x", "user_x", "User:3", "session:1", "usex"])
+    assert kv.keys("user:") == ["user:1", "user:2"]
+    assert kv.keys("user%") == ["user%x"], "% matches literally"
+    assert kv.keys("user_") == ["user_x"], "_ matches literally"
+    assert kv.keys("User") == ["User:3"], "prefixes are case-sensitive"
+    assert kv.keys("nothing") == []
+
+
+def test_keys_with_non_ascii_prefixes(kv: KVStore) -> None:
+    for key in ["κλειδί:1", "κλειδί:2", "κλειδιά", "🔑a", "🔑b", "\U0010ffff-max"]:
+        kv.set(key, "v")
+    assert kv.keys("κλειδί:") == ["κλειδί:1", "κλειδί:2"]
+    assert kv.keys("🔑") == ["🔑a", "🔑b"]
+    assert kv.keys("\U0010ffff") == ["\U0010ffff-max"]
+
+
+def test_value_over_the_limit_is_refused_with_advice(conn: sqlite3.Connection) -> None:
+    kv = KVStore(conn, max_value_bytes=1024)
+    kv.set_bytes("ok", b"x" * 1024)
+    with pytest.raises(ValueTooLarge, match=r"2048 bytes.*FileStore"):
+        kv.set_bytes("big", b"x" * 2048)
+    assert kv.get_bytes("big") is None
+
+
+def test_default_limit_is_one_mib(kv: KVStore) -> None:
+    kv.set_bytes("ok", b"x" * 1024 * 1024)
+    with pytest.raises(ValueTooLarge):
+        kv.set_bytes("big", b"x" * (1024 * 1024 + 1))
+
+
+def test_wrong_types_are_refused_with_the_right_method_named(kv: KVStore) -> None:
+    with pytest.raises(TypeError, match="set_bytes"):
+        kv.set("k", b"bytes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"use set\(\)"):
+        kv.set_bytes("k", "text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="keys are str"):
+        kv.get(1)  # type: ignore[arg-type]
+
+
+def test_overwrite_keeps_created_at_and_moves_updated_at(
+    kv: KVStore, conn: sqlite3.Connection, clock: FakeClock
+) -> None:
+    kv.set("k", "v1")
+    clock.now += 10
+    kv.set("k", "v2")
+    created, updated = conn.execute("SELECT created_at, updated_at FROM bh_kv WHERE key='k'").fetchone()
+    assert updated - created == 10
+
+
+# -- expiry ----------------------------------------------------------------------
+
+
+def test_ttl_expiry(kv: KVStore, clock: FakeClock) -> None:
+    kv.set("session", "data", ttl=30)
+    kv.set("forever", "data")
+    assert kv.ttl("session") == 30
+    assert kv.ttl("forever") is None
+    clock.now += 29
+    assert kv.get("session") == "data"
+    assert kv.ttl("session") == pytest.approx(1)
+    clock.now += 1
+    assert kv.get("session") is None
+    assert kv.get_bytes("session") is None
+    assert "session" not in kv
+    assert kv.exists("session") is False
+    assert kv.keys() == ["forever"]
+    assert len(kv) == 1
+    with pytest.raises(KeyError):
+        kv.ttl("session")
+    assert kv.delete("session") is False, "an expired key did not exist any more"
+
+
+def test_expire_and_persist(kv: KVStore, clock: FakeClock) -> None:
+    kv.set("k", "v")
+    assert kv.expire("k", 5) is True
+    assert kv.ttl("k") == 5
+    assert kv.persist("k") is True
+    clock.now += 100
+    assert kv.get("k") == "v"
+    assert kv.expire("k", 0) is True
+    assert kv.get("k") is None
+    assert kv.expire("missing", 5) is False
+    assert kv.persist("missing") is False
+
+
+def test_setting_again_replaces_the_expiry(kv: KVStore, clock: FakeClock) -> None:
+    kv.set("k", "v", ttl=5)
+    kv.set("k", "v2")
+    clock.now += 10
+    assert kv.get("k") == "v2"
+
+
+def test_purge_expired_removes_rows(kv: KVStore, conn: sqlite3.Connection, clock: FakeClock) -> None:
+    kv.set("a", "1", ttl=1)
+    kv.set("b", "2")
+    clock.now += 2
+    assert kv.purge_expired() == 1
+    assert [r[0] for r in conn.execute("SELECT key FROM bh_kv")] == ["b"]
+
+
+def test_non_positive_ttl_is_refused(kv: KVStore) -> None:
+    with pytest.raises(ValueError, match="delete"):
+        kv.set("k", "v", ttl=0)
+
+
+# -- Interface contract ------------------------------------------------------------
+
+
+def test_interface_is_abstract(conn: sqlite3.Connection) -> None:
+    with pytest.raises(TypeError):
+        Interface(conn)  # type: ignore[abstract]
+
+
+def test_init_schema_runs_at_construction_and_is_idempotent(conn: sqlite3.Connection) -> None:
+    class Counters(Interface):
+        def _init_schema(self) -> None:
+            self._conn.execute("CREATE TABLE IF NOT EXISTS bh_counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+
+        def incr(self, name: str) -> int:
+            with self._transaction() as c:
+                c.execute("INSERT INTO bh_counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET n = n + 1", (name,))
+                return int(c.execute("SELECT n FROM bh_counters WHERE name = ?", (name,)).fetchone()[0])
+
+    first = Counters(conn)
+    assert first.incr("hits") == 1
+    second = Counters(conn)  # the table exists already: construction must not fail or reset it
+    assert second.incr("hits") == 2
+
+
+def test_schema_upgrade_adds_the_expiry_column_to_an_old_table(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE bh_kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, created_at REAL NOT NULL,"
+        " updated_at REAL NOT NULL)"
+    )
+    conn.execute("INSERT INTO bh_kv VALUES ('old', CAST('value' AS BLOB), 1, 1)")
+    kv = KVStore(conn)
+    KVStore(conn)  # a second construction finds the column already there
+    assert kv.get("old") == "value"
+    assert kv.ttl("old") is None
+    kv.set("new", "v", ttl=60)
+    assert 59 < (kv.ttl("new") or 0) <= 60
+
+
+def test_many_threads_share_one_kvstore(engine: BucketSQLite) -> None:
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(200):
+                engine.kv.set(f"t{n}:{i}", str(i))
+                assert engine.kv.get(f"t{n}:{i}") == str(i)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(engine.kv) == 8 * 200
