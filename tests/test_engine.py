@@ -79,6 +79,18 @@ def test_use_before_start_and_after_stop_is_a_clear_error(make_engine: EngineFac
     bh.stop()  # stopping twice is harmless
 
 
+def test_stop_frees_the_in_memory_database(make_engine: EngineFactory) -> None:
+    bh = make_engine().start()
+    bh.kv.set("k", "v")
+    uri = bh._uri
+    bh.stop()
+    leftover = sqlite3.connect(uri, uri=True)
+    assert leftover.execute("SELECT count(*) FROM sqlite_schema").fetchone() == (0,), "no connection kept it alive"
+    leftover.close()
+    bh.start()
+    assert bh.kv.get("k") == "v", "a stopped engine can be started again from its snapshot"
+
+
 def test_start_is_idempotent(engine: BucketSQLite) -> None:
     engine.kv.set("k", "v")
     assert engine.start() is engine
@@ -256,6 +268,8 @@ def test_flush_with_an_open_write_transaction_fails_instead_of_hanging(make_engi
     writer.execute("INSERT INTO bh_kv VALUES ('uncommitted', x'00', 0, 0, NULL)")  # opens a transaction
     with pytest.raises(SnapshotError, match="Commit or roll it back"):
         bh.force_flush()
+    with pytest.raises(SnapshotError, match="Commit or roll it back"):
+        bh.dirty  # noqa: B018
     writer.commit()
     assert bh.force_flush().uploaded
 

@@ -55,11 +55,13 @@ class FlushResult:
 class BucketSQLite:
     """An in-memory SQLite database restored from, and snapshotted to, a bucket.
 
-    Use it as a context manager, or call `start()` and `stop()`::
+    Use it as a context manager, or call `start()` and `stop()`:
 
-        with BucketSQLite(BucketConfig.local("var/bucket")) as bh:
-            bh.kv.set("user/123", "alice")
-            bh.connection.execute("CREATE TABLE IF NOT EXISTS t (x)")
+    ```python
+    with BucketSQLite(BucketConfig.local("var/bucket")) as bh:
+        bh.kv.set("user/123", "alice")
+        bh.connection.execute("CREATE TABLE IF NOT EXISTS t (x)")
+    ```
     """
 
     def __init__(
@@ -84,7 +86,7 @@ class BucketSQLite:
         self._on_flush_start = on_flush_start
         self._on_flush_complete = on_flush_complete
         self._on_flush_error = on_flush_error
-        self._uri = f"file:/buckethead-{uuid.uuid4().hex}?vfs=memdb"
+        self._uri = ""
         self._state_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._stop_event = threading.Event()
@@ -116,19 +118,18 @@ class BucketSQLite:
         with self._state_lock:
             if self._conn is not None:
                 return self
-            conn = self._open(check_same_thread=False, autocommit=True)
-            watcher = self._open(check_same_thread=False, autocommit=True)
+            # A fresh name per start: connections left open from an earlier run never see this one.
+            self._uri = f"file:/buckethead-{uuid.uuid4().hex}?vfs=memdb"
+            conn, watcher, kv_conn, files_conn = (
+                self._open(check_same_thread=False, autocommit=True) for _ in range(4)
+            )
+            self._connections = [kv_conn, files_conn, watcher, conn]
             try:
                 self.restored_from = snapshot.restore(self.store, self.config.key, conn)
-                kv = KVStore(
-                    self._open(check_same_thread=False, autocommit=True), max_value_bytes=self.kv_max_value_bytes
-                )
-                files = FileStore(
-                    self._open(check_same_thread=False, autocommit=True), self.store, prefix=self.config.files_prefix
-                )
+                kv = KVStore(kv_conn, max_value_bytes=self.kv_max_value_bytes)
+                files = FileStore(files_conn, self.store, prefix=self.config.files_prefix)
             except BaseException:
-                watcher.close()
-                conn.close()
+                self._close_connections()
                 raise
             self._conn, self._watcher, self._kv, self._files = conn, watcher, kv, files
             # What is in memory now is what the bucket holds (schema creation aside,
@@ -160,9 +161,7 @@ class BucketSQLite:
             thread.join()
         self.force_flush()
         with self._state_lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections = []
+            self._close_connections()
             self._conn = self._watcher = None
             self._kv = self._files = None
 
@@ -194,6 +193,11 @@ class BucketSQLite:
     def files(self) -> FileStore:
         return self._require(self._files)
 
+    def _close_connections(self) -> None:
+        for conn in self._connections:
+            conn.close()
+        self._connections = []
+
     def _open(self, *, check_same_thread: bool, autocommit: bool) -> sqlite3.Connection:
         return sqlite3.connect(
             self._uri,
@@ -214,7 +218,10 @@ class BucketSQLite:
     def dirty(self) -> bool:
         """True if something was committed since the last snapshot. Costs one pragma."""
         with self._flush_lock:
-            return self._data_version() != self._flushed_version
+            try:
+                return self._data_version() != self._flushed_version
+            except sqlite3.OperationalError as exc:
+                raise self._explain_lock(exc) from exc
 
     def flush(self) -> FlushResult:
         """Snapshot now unless one was attempted less than ``min_interval_seconds`` ago or nothing changed."""
