@@ -223,7 +223,7 @@ def test_interface_is_abstract(conn: sqlite3.Connection) -> None:
 def test_init_schema_runs_at_construction_and_is_idempotent(conn: sqlite3.Connection) -> None:
     class Counters(Interface):
         def _init_schema(self) -> None:
-            self._conn.execute("CREATE TABLE IF NOT EXISTS bh_counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+            self._change("CREATE TABLE IF NOT EXISTS bh_counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
 
         def incr(self, name: str) -> int:
             with self._transaction() as c:

@@ -177,7 +177,12 @@ class BucketSQLite:
 
     @property
     def connection(self) -> sqlite3.Connection:
-        """The keep-alive connection, in autocommit mode, usable from any thread."""
+        """The keep-alive connection, in autocommit mode.
+
+        It may be used from any thread, but by one at a time: a sqlite3
+        connection must not run two statements at once. Give each thread
+        its own `connect()`.
+        """
         return self._require(self._conn)
 
     def connect(self, *, check_same_thread: bool = True, autocommit: bool = False) -> sqlite3.Connection:

@@ -16,7 +16,8 @@ import contextlib
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from ..objectstore import ObjectStore
 
@@ -34,9 +35,10 @@ class Interface(ABC):
     ``bh_kv``; future Interface subclasses should follow suit. (FileStore's
     ``filestore`` table predates this convention and is grandfathered in.)
 
-    The connection should be in autocommit mode (``isolation_level=None``);
-    multi-statement changes go through `_transaction()`, which also
-    serialises threads sharing the connection.
+    The connection should be in autocommit mode (``isolation_level=None``).
+    One interface may be shared by many threads, but a sqlite3 connection must
+    not run two statements at once: every statement goes through `_one`,
+    `_all`, `_change` or `_transaction`, which serialise on one lock.
     """
 
     def __init__(self, conn: sqlite3.Connection, store: ObjectStore | None = None) -> None:
@@ -48,6 +50,21 @@ class Interface(ABC):
     @abstractmethod
     def _init_schema(self) -> None:
         """Create this interface's tables and indexes if they do not exist yet."""
+
+    def _one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
+        """The first row of a query, or None."""
+        with self._lock:
+            return self._conn.execute(sql, params).fetchone()
+
+    def _all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Every row of a query."""
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _change(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run one data-changing statement; returns the number of rows it changed."""
+        with self._lock:
+            return self._conn.execute(sql, params).rowcount
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -66,12 +83,12 @@ class Interface(ABC):
 
         Idempotent and safe when several threads construct the same interface at once.
         """
-        present = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+        present = {row[1] for row in self._all(f"PRAGMA table_info({table})")}
         for name, decl in columns.items():
             if name in present:
                 continue
             try:
-                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+                self._change(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
             except sqlite3.OperationalError as exc:
                 if "duplicate column name" not in str(exc):
                     raise

@@ -91,7 +91,7 @@ class FileStore(Interface):
         super().__init__(conn, store)
 
     def _init_schema(self) -> None:
-        self._conn.execute(
+        self._change(
             """
             CREATE TABLE IF NOT EXISTS filestore (
                 bh_key       TEXT PRIMARY KEY,
@@ -104,7 +104,7 @@ class FileStore(Interface):
             )
             """
         )
-        self._conn.execute("CREATE INDEX IF NOT EXISTS idx_filestore_created ON filestore(created_at)")
+        self._change("CREATE INDEX IF NOT EXISTS idx_filestore_created ON filestore(created_at)")
 
     def object_key(self, bh_key: str) -> str:
         """The bucket key of the blob named ``bh_key``."""
@@ -159,34 +159,23 @@ class FileStore(Interface):
                 # PreconditionFailed: another writer stored the same content first.
                 with contextlib.suppress(PreconditionFailed):
                     self._objects.put(object_key, content, content_type=mime, if_none_match=existing is None)
-            with self._lock:
-                self._conn.execute(
-                    f"INSERT OR IGNORE INTO filestore ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        bh_key,
-                        object_key,
-                        size,
-                        mime,
-                        filename,
-                        self._clock(),
-                        json.dumps(metadata) if metadata else None,
-                    ),
-                )
+            self._change(
+                f"INSERT OR IGNORE INTO filestore ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (bh_key, object_key, size, mime, filename, self._clock(), json.dumps(metadata) if metadata else None),
+            )
         return bh_key
 
     def delete(self, bh_key: str) -> bool:
         """Remove the blob and its row; True if the row existed."""
         info = self.head(bh_key)
         self._objects.delete(info.object_key if info else self.object_key(bh_key))
-        with self._lock:
-            cur = self._conn.execute("DELETE FROM filestore WHERE bh_key = ?", (bh_key,))
-        return cur.rowcount > 0
+        return self._change("DELETE FROM filestore WHERE bh_key = ?", (bh_key,)) > 0
 
     # -- reading -----------------------------------------------------------------
 
     def head(self, bh_key: str) -> FileInfo | None:
         """The row for ``bh_key``, or None."""
-        row = self._conn.execute(f"SELECT {_COLUMNS} FROM filestore WHERE bh_key = ?", (bh_key,)).fetchone()
+        row = self._one(f"SELECT {_COLUMNS} FROM filestore WHERE bh_key = ?", (bh_key,))
         return None if row is None else FileInfo.from_row(row)
 
     def metadata(self, bh_key: str) -> dict[str, Any]:
@@ -232,13 +221,14 @@ class FileStore(Interface):
 
     def list(self, limit: int = 100, offset: int = 0) -> list[FileInfo]:
         """Rows newest first, ``limit`` at a time from ``offset``."""
-        rows = self._conn.execute(
+        rows = self._all(
             f"SELECT {_COLUMNS} FROM filestore ORDER BY created_at DESC, bh_key LIMIT ? OFFSET ?", (limit, offset)
         )
         return [FileInfo.from_row(r) for r in rows]
 
     def __len__(self) -> int:
-        return int(self._conn.execute("SELECT count(*) FROM filestore").fetchone()[0])
+        row = self._one("SELECT count(*) FROM filestore")
+        return int(row[0]) if row else 0
 
     # -- maintenance -------------------------------------------------------------
 
@@ -249,7 +239,7 @@ class FileStore(Interface):
         snapshot this process (or another) restored. Rows whose object is
         missing are reported, not deleted: they need a human decision.
         """
-        referenced = {r[0] for r in self._conn.execute("SELECT object_key FROM filestore")}
+        referenced = {r[0] for r in self._all("SELECT object_key FROM filestore")}
         cutoff = dt.datetime.fromtimestamp(self._clock() - grace_seconds, tz=dt.UTC)
         deleted: list[str] = []
         kept: list[str] = []

@@ -53,7 +53,7 @@ class KVStore(Interface):
         super().__init__(conn, store)
 
     def _init_schema(self) -> None:
-        self._conn.execute(
+        self._change(
             """
             CREATE TABLE IF NOT EXISTS bh_kv (
                 key        TEXT PRIMARY KEY,
@@ -102,7 +102,7 @@ class KVStore(Interface):
     def get_bytes(self, key: str, default: bytes | None = None) -> bytes | None:
         """The value of ``key`` as bytes, or ``default`` if it is missing or expired."""
         _check_key(key)
-        row = self._conn.execute(f"SELECT value FROM bh_kv WHERE key = ? AND {_LIVE}", (key, self._clock())).fetchone()
+        row = self._one(f"SELECT value FROM bh_kv WHERE key = ? AND {_LIVE}", (key, self._clock()))
         return default if row is None else bytes(row[0])
 
     # -- keys ------------------------------------------------------------------
@@ -117,15 +117,13 @@ class KVStore(Interface):
 
     def exists(self, key: str) -> bool:
         _check_key(key)
-        row = self._conn.execute(f"SELECT 1 FROM bh_kv WHERE key = ? AND {_LIVE}", (key, self._clock())).fetchone()
+        row = self._one(f"SELECT 1 FROM bh_kv WHERE key = ? AND {_LIVE}", (key, self._clock()))
         return row is not None
 
     def keys(self, prefix: str = "") -> list[str]:
         """Live keys starting with ``prefix``, sorted. Every character of the prefix is literal."""
         sql, params = _prefix_clause(prefix)
-        rows = self._conn.execute(
-            f"SELECT key FROM bh_kv WHERE {sql} AND {_LIVE} ORDER BY key", (*params, self._clock())
-        )
+        rows = self._all(f"SELECT key FROM bh_kv WHERE {sql} AND {_LIVE} ORDER BY key", (*params, self._clock()))
         return [r[0] for r in rows]
 
     # -- expiry ----------------------------------------------------------------
@@ -134,7 +132,7 @@ class KVStore(Interface):
         """Seconds until ``key`` expires, or None if it never does. KeyError if it is missing."""
         _check_key(key)
         now = self._clock()
-        row = self._conn.execute(f"SELECT expires_at FROM bh_kv WHERE key = ? AND {_LIVE}", (key, now)).fetchone()
+        row = self._one(f"SELECT expires_at FROM bh_kv WHERE key = ? AND {_LIVE}", (key, now))
         if row is None:
             raise KeyError(key)
         return None if row[0] is None else max(0.0, row[0] - now)
@@ -143,27 +141,18 @@ class KVStore(Interface):
         """Make ``key`` expire ``seconds`` from now (at once if <= 0); False if it is missing."""
         _check_key(key)
         now = self._clock()
-        with self._lock:
-            cur = self._conn.execute(
-                f"UPDATE bh_kv SET expires_at = ? WHERE key = ? AND {_LIVE}", (now + seconds, key, now)
-            )
-        return cur.rowcount > 0
+        changed = self._change(f"UPDATE bh_kv SET expires_at = ? WHERE key = ? AND {_LIVE}", (now + seconds, key, now))
+        return changed > 0
 
     def persist(self, key: str) -> bool:
         """Remove the expiry of ``key``; False if it is missing."""
         _check_key(key)
-        with self._lock:
-            cur = self._conn.execute(
-                f"UPDATE bh_kv SET expires_at = NULL WHERE key = ? AND {_LIVE}", (key, self._clock())
-            )
-        return cur.rowcount > 0
+        changed = self._change(f"UPDATE bh_kv SET expires_at = NULL WHERE key = ? AND {_LIVE}", (key, self._clock()))
+        return changed > 0
 
     def purge_expired(self) -> int:
         """Delete the rows of expired keys; returns how many were removed."""
-        with self._lock:
-            return self._conn.execute(
-                "DELETE FROM bh_kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (self._clock(),)
-            ).rowcount
+        return self._change("DELETE FROM bh_kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (self._clock(),))
 
     # -- dict protocol (string form) ---------------------------------------------
 
@@ -184,7 +173,8 @@ class KVStore(Interface):
         return isinstance(key, str) and self.exists(key)
 
     def __len__(self) -> int:
-        return int(self._conn.execute(f"SELECT count(*) FROM bh_kv WHERE {_LIVE}", (self._clock(),)).fetchone()[0])
+        row = self._one(f"SELECT count(*) FROM bh_kv WHERE {_LIVE}", (self._clock(),))
+        return int(row[0]) if row else 0
 
     # -- internals -------------------------------------------------------------
 
@@ -200,9 +190,8 @@ class KVStore(Interface):
             raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}; use delete() to remove a key")
         now = self._clock()
         expires_at = None if ttl is None else now + ttl
-        with self._lock:
-            self._conn.execute(
-                """
+        self._change(
+            """
                 INSERT INTO bh_kv (key, value, created_at, updated_at, expires_at) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT(key) DO UPDATE SET
                     value = excluded.value,
@@ -211,8 +200,8 @@ class KVStore(Interface):
                     created_at = CASE WHEN bh_kv.expires_at IS NOT NULL AND bh_kv.expires_at <= excluded.updated_at
                                       THEN excluded.created_at ELSE bh_kv.created_at END
                 """,
-                (key, value, now, now, expires_at),
-            )
+            (key, value, now, now, expires_at),
+        )
 
 
 def _check_key(key: object) -> None:
