@@ -28,7 +28,7 @@ from buckethead_django.engine import BucketConfig, BucketSQLite, SnapshotConfig
 from tests.moto_server import CREDENTIALS, MotoServer
 
 
-def timed(fn: Callable[[], object], repeat: int = 3) -> float:
+def timed(fn: Callable[[], object], repeat: int = 5) -> float:
     """Best wall time of ``repeat`` runs, in seconds."""
     best = float("inf")
     for _ in range(repeat):
@@ -79,7 +79,7 @@ def main() -> None:
         )
         client = moto.client()
         snap = SnapshotConfig(min_interval_seconds=0, keep_previous=False)
-        print(f"database of {args.size_mb} MB on moto over HTTP; best of 3 unless noted\n")
+        print(f"database of {args.size_mb} MB on moto over HTTP; best of 5; per-op figures are medians of 5 batches\n")
 
         bh = BucketSQLite(cfg, snap, background_flush=False).start()
         fill(bh, args.size_mb)
