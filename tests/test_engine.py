@@ -441,3 +441,38 @@ def test_capture_is_a_plain_sqlite_file(engine: BucketSQLite) -> None:
     assert head.content_type == "application/vnd.sqlite3"
     assert head.metadata.get("sha256") == snapshot_module.Capture(data, 0).sha256
     assert io.BytesIO(data).getbuffer().nbytes == engine.last_flush.bytes  # type: ignore[union-attr]
+
+
+# -- read-only views ------------------------------------------------------------------
+
+
+def test_a_read_only_view_reads_the_snapshot_and_refuses_every_write(
+    make_engine: EngineFactory, bucket_config: BucketConfig
+) -> None:
+    from buckethead_django.engine import ReadOnlyError
+    from buckethead_django.engine.objectstore import open_object_store
+
+    with make_engine() as bh:
+        bh.kv.set("k", "v")
+        bh.connection.execute("CREATE TABLE t (x)")
+    store = RecordingStore(open_object_store(bucket_config))
+    reason = "this process is a reader; write in the server"
+    view = make_engine(store=store, read_only_reason=reason).start()
+    assert view.read_only
+    assert view.kv.get("k") == "v"
+    with pytest.raises(ReadOnlyError, match="this process is a reader"):
+        view.kv.set("k", "changed")
+    with pytest.raises(ReadOnlyError):
+        view.kv.delete("k")
+    with pytest.raises(ReadOnlyError):
+        view.files.put(b"blob")
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        view.connection.execute("INSERT INTO t VALUES (1)")
+    conn = view.connect()
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        conn.execute("INSERT INTO t VALUES (1)")
+    conn.close()
+    with pytest.raises(ReadOnlyError):
+        view.force_flush()
+    view.stop()
+    assert store.puts == [], "a read-only view never uploads, not even a blob"

@@ -26,7 +26,7 @@ from typing import TypeVar
 
 from . import snapshot
 from .config import BucketConfig, SnapshotConfig
-from .errors import NotStarted, SnapshotError
+from .errors import NotStarted, ReadOnlyError, SnapshotError
 from .interfaces import FileStore, KVStore
 from .interfaces.kv import DEFAULT_MAX_VALUE_BYTES
 from .objectstore import ObjectInfo, ObjectStore, open_object_store
@@ -76,6 +76,7 @@ class BucketSQLite:
         busy_timeout: float = 30.0,
         kv_max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         background_flush: bool = True,
+        read_only_reason: str | None = None,
     ) -> None:
         self.config = config
         self.snapshot_config = snapshot_config or SnapshotConfig()
@@ -83,6 +84,7 @@ class BucketSQLite:
         self.busy_timeout = busy_timeout
         self.kv_max_value_bytes = kv_max_value_bytes
         self.background_flush = background_flush
+        self.read_only_reason = read_only_reason
         self._on_flush_start = on_flush_start
         self._on_flush_complete = on_flush_complete
         self._on_flush_error = on_flush_error
@@ -131,12 +133,16 @@ class BucketSQLite:
             except BaseException:
                 self._close_connections()
                 raise
+            if self.read_only_reason is not None:
+                for c in (conn, kv_conn, files_conn):
+                    c.execute("PRAGMA query_only = ON")
+                kv.read_only_reason = files.read_only_reason = self.read_only_reason
             self._conn, self._watcher, self._kv, self._files = conn, watcher, kv, files
             # What is in memory now is what the bucket holds (schema creation aside,
             # which every start repeats): nothing to upload until something changes.
             self._flushed_version = self._data_version()
             self._stop_event.clear()
-            if self.background_flush:
+            if self.background_flush and not self.read_only:
                 self._thread = threading.Thread(target=self._flush_loop, name="buckethead-flush", daemon=True)
                 self._thread.start()
         logger.info(
@@ -159,11 +165,17 @@ class BucketSQLite:
             thread, self._thread = self._thread, None
         if thread is not None:
             thread.join()
-        self.force_flush()
+        if not self.read_only:
+            self.force_flush()
         with self._state_lock:
             self._close_connections()
             self._conn = self._watcher = None
             self._kv = self._files = None
+
+    @property
+    def read_only(self) -> bool:
+        """True for a read-only view: writes raise `ReadOnlyError`, nothing is ever uploaded."""
+        return self.read_only_reason is not None
 
     def __enter__(self) -> BucketSQLite:
         return self.start()
@@ -188,7 +200,10 @@ class BucketSQLite:
     def connect(self, *, check_same_thread: bool = True, autocommit: bool = False) -> sqlite3.Connection:
         """A new connection to the same in-memory database, for one thread."""
         self._require(self._conn)
-        return self._open(check_same_thread=check_same_thread, autocommit=autocommit)
+        conn = self._open(check_same_thread=check_same_thread, autocommit=autocommit)
+        if self.read_only:
+            conn.execute("PRAGMA query_only = ON")
+        return conn
 
     @property
     def kv(self) -> KVStore:
@@ -238,6 +253,8 @@ class BucketSQLite:
     def force_flush(self) -> FlushResult:
         """Snapshot now if anything changed since the last snapshot, ignoring the debounce."""
         self._require(self._conn)
+        if self.read_only_reason is not None:
+            raise ReadOnlyError(self.read_only_reason)
         with self._flush_lock:
             self._last_attempt = time.monotonic()
             try:

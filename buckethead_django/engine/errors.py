@@ -60,5 +60,12 @@ class NotStarted(BucketHeadError):
     """The engine was used before start() or after stop()."""
 
 
+class ReadOnlyError(BucketHeadError):
+    """A write was attempted on a read-only view of the database.
+
+    The message says why this process is read-only and what to do instead.
+    """
+
+
 class ValueTooLarge(BucketHeadError, ValueError):
     """A KV value is larger than the configured limit."""

@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ..errors import ReadOnlyError
 from ..objectstore import ObjectStore
 
 
@@ -45,6 +46,8 @@ class Interface(ABC):
         self._conn = conn
         self._store = store
         self._lock = threading.RLock()
+        #: When set, every write raises `ReadOnlyError` with this explanation.
+        self.read_only_reason: str | None = None
         self._init_schema()
 
     @abstractmethod
@@ -61,14 +64,21 @@ class Interface(ABC):
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 
+    def _check_writable(self) -> None:
+        """Raise `ReadOnlyError` if this interface is a read-only view."""
+        if self.read_only_reason is not None:
+            raise ReadOnlyError(self.read_only_reason)
+
     def _change(self, sql: str, params: Sequence[object] = ()) -> int:
         """Run one data-changing statement; returns the number of rows it changed."""
+        self._check_writable()
         with self._lock:
             return self._conn.execute(sql, params).rowcount
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction on this interface's connection, committed or rolled back whole."""
+        self._check_writable()
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:

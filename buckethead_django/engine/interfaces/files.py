@@ -125,6 +125,7 @@ class FileStore(Interface):
         Content already stored is not uploaded again. Streams are spooled to a
         temporary file while hashed, so memory use stays bounded.
         """
+        self._check_writable()
         if isinstance(src, Path) and filename is None:
             filename = src.name
         mime = mime or (mimetypes.guess_type(filename)[0] if filename else None) or DEFAULT_MIME
@@ -167,6 +168,7 @@ class FileStore(Interface):
 
     def delete(self, bh_key: str) -> bool:
         """Remove the blob and its row; True if the row existed."""
+        self._check_writable()
         info = self.head(bh_key)
         self._objects.delete(info.object_key if info else self.object_key(bh_key))
         return self._change("DELETE FROM filestore WHERE bh_key = ?", (bh_key,)) > 0
@@ -239,6 +241,8 @@ class FileStore(Interface):
         snapshot this process (or another) restored. Rows whose object is
         missing are reported, not deleted: they need a human decision.
         """
+        if not dry_run:
+            self._check_writable()
         referenced = {r[0] for r in self._all("SELECT object_key FROM filestore")}
         cutoff = dt.datetime.fromtimestamp(self._clock() - grace_seconds, tz=dt.UTC)
         deleted: list[str] = []

@@ -1,0 +1,287 @@
+"""Settings: the ``BUCKETHEAD`` dict, ``BUCKETHEAD_<KEY>`` environment variables, and defaults.
+
+Read in one place, validated into a list of problems rather than raised, so a
+mistake shows up in ``manage.py check`` with a hint instead of a traceback at
+import. The settings dict wins over the environment where both set a key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings as django_settings
+
+from .engine import BucketConfig, SnapshotConfig
+from .engine.config import DEFAULT_FILES_PREFIX, DEFAULT_SNAPSHOT_KEY
+from .engine.interfaces.kv import DEFAULT_MAX_VALUE_BYTES
+
+ENV_PREFIX = "BUCKETHEAD_"
+BACKENDS = ("local", "s3")
+
+#: Every key the ``BUCKETHEAD`` dict accepts, with its default.
+DEFAULTS: dict[str, Any] = {
+    "BACKEND": "local",
+    "LOCAL_PATH": None,
+    "BUCKET": "",
+    "ENDPOINT_URL": None,
+    "ACCOUNT_ID": None,
+    "REGION": None,
+    "ACCESS_KEY_ID": None,
+    "SECRET_ACCESS_KEY": None,
+    "SESSION_TOKEN": None,
+    "SNAPSHOT_KEY": DEFAULT_SNAPSHOT_KEY,
+    "FILES_PREFIX": DEFAULT_FILES_PREFIX,
+    "FLUSH_INTERVAL": 60.0,
+    "MIN_FLUSH_INTERVAL": 5.0,
+    "KEEP_PREVIOUS": True,
+    "AUTOSTART": None,
+    "BUSY_TIMEOUT": 30.0,
+    "KV_MAX_VALUE_BYTES": DEFAULT_MAX_VALUE_BYTES,
+    "MAX_ATTEMPTS": 5,
+    "CONNECT_TIMEOUT": 10.0,
+    "READ_TIMEOUT": 60.0,
+    "CUSTOM_DOMAIN": None,
+    "QUERYSTRING_EXPIRE": 3600,
+    "FILE_OVERWRITE": False,
+}
+
+_SECRETS = {"SECRET_ACCESS_KEY", "SESSION_TOKEN"}
+_POSITIVE = {"FLUSH_INTERVAL", "BUSY_TIMEOUT", "KV_MAX_VALUE_BYTES", "MAX_ATTEMPTS", "CONNECT_TIMEOUT",
+             "READ_TIMEOUT", "QUERYSTRING_EXPIRE"}  # fmt: skip
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One configuration mistake: reported by the system check ``buckethead_django.<id>``."""
+
+    id: str
+    msg: str
+    hint: str
+    error: bool = True
+
+
+@dataclass(frozen=True)
+class BucketHeadSettings:
+    """The effective configuration, after defaults, environment and the settings dict."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+    problems: list[Problem] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.error]
+
+    def bucket_config(self) -> BucketConfig:
+        """The engine's BucketConfig. Only call when `errors` is empty."""
+        v = self.values
+        common: dict[str, Any] = {
+            "key": v["SNAPSHOT_KEY"],
+            "files_prefix": v["FILES_PREFIX"],
+        }
+        if v["BACKEND"] == "local":
+            return BucketConfig.local(self.local_path, **common)
+        s3: dict[str, Any] = {
+            **common,
+            "access_key_id": v["ACCESS_KEY_ID"],
+            "secret_access_key": v["SECRET_ACCESS_KEY"],
+            "session_token": v["SESSION_TOKEN"],
+            "max_attempts": int(v["MAX_ATTEMPTS"]),
+            "connect_timeout": float(v["CONNECT_TIMEOUT"]),
+            "read_timeout": float(v["READ_TIMEOUT"]),
+        }
+        if v["ACCOUNT_ID"]:
+            return BucketConfig.for_r2(account_id=v["ACCOUNT_ID"], bucket=v["BUCKET"], **s3)
+        return BucketConfig(bucket=v["BUCKET"], endpoint_url=v["ENDPOINT_URL"], region=v["REGION"], **s3)
+
+    def snapshot_config(self) -> SnapshotConfig:
+        return SnapshotConfig(
+            interval_seconds=float(self.values["FLUSH_INTERVAL"]),
+            min_interval_seconds=float(self.values["MIN_FLUSH_INTERVAL"]),
+            keep_previous=bool(self.values["KEEP_PREVIOUS"]),
+        )
+
+    @property
+    def local_path(self) -> Path:
+        """The local backend's directory: ``LOCAL_PATH``, else ``<BASE_DIR>/.buckethead``."""
+        if self.values["LOCAL_PATH"]:
+            return Path(self.values["LOCAL_PATH"])
+        base = getattr(django_settings, "BASE_DIR", None)
+        return Path(base or Path.cwd()) / ".buckethead"
+
+    def describe(self) -> dict[str, Any]:
+        """The values with secrets masked, for status output and logs."""
+        return {k: ("********" if k in _SECRETS and v else v) for k, v in self.values.items()}
+
+
+def get_settings(environ: Mapping[str, str] | None = None) -> BucketHeadSettings:
+    """Read and validate the configuration now (cheap; call it whenever settings may have changed)."""
+    environ = os.environ if environ is None else environ
+    raw = getattr(django_settings, "BUCKETHEAD", {}) or {}
+    problems: list[Problem] = []
+    if not isinstance(raw, Mapping):
+        problems.append(
+            Problem(
+                "E001", f"settings.BUCKETHEAD must be a dict, not {type(raw).__name__}.", "Write BUCKETHEAD = {...}."
+            )
+        )
+        raw = {}
+    values = dict(DEFAULTS)
+    sources = dict.fromkeys(DEFAULTS, "default")
+    for key in DEFAULTS:
+        env_value = environ.get(ENV_PREFIX + key)
+        if env_value is not None and key not in raw:
+            values[key] = env_value
+            sources[key] = f"environment variable {ENV_PREFIX}{key}"
+    for key, value in raw.items():
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(str(key), DEFAULTS, n=1)
+            hint = f"Did you mean {close[0]!r}? " if close else ""
+            problems.append(
+                Problem(
+                    "E001",
+                    f"BUCKETHEAD has an unknown key {key!r}.",
+                    hint + "Valid keys: " + ", ".join(DEFAULTS) + ".",
+                )
+            )
+            continue
+        values[key] = value
+        sources[key] = f"settings.BUCKETHEAD[{key!r}]"
+    _coerce(values, sources, problems)
+    _validate(values, sources, problems)
+    return BucketHeadSettings(values=values, sources=sources, problems=problems)
+
+
+def _coerce(values: dict[str, Any], sources: dict[str, str], problems: list[Problem]) -> None:
+    """Turn strings from the environment into the type of each default; report what does not convert."""
+    for key, default in DEFAULTS.items():
+        value = values[key]
+        if value is None or (value == "" and default in (None, "")):
+            values[key] = default  # an empty environment variable means "not set"
+            continue
+        try:
+            if key == "AUTOSTART":
+                values[key] = _parse_autostart(value)
+            elif isinstance(default, bool):
+                values[key] = _parse_bool(value)
+            elif isinstance(default, int):
+                values[key] = int(value)
+            elif isinstance(default, float):
+                values[key] = float(value)
+            elif key == "LOCAL_PATH":
+                values[key] = Path(value)
+            else:
+                values[key] = str(value)
+        except (TypeError, ValueError):
+            problems.append(
+                Problem(
+                    "E004",
+                    f"BUCKETHEAD {key!r} has the value {value!r} (from {sources[key]}), which is not valid.",
+                    _type_hint(key, default),
+                )
+            )
+            values[key] = default
+
+
+def _validate(values: dict[str, Any], sources: dict[str, str], problems: list[Problem]) -> None:
+    backend = values["BACKEND"]
+    if backend not in BACKENDS:
+        problems.append(
+            Problem(
+                "E002",
+                f"BUCKETHEAD 'BACKEND' is {backend!r} (from {sources['BACKEND']}).",
+                "Set it to 'local' (a directory, the default) or 's3' (S3, Cloudflare R2, MinIO).",
+            )
+        )
+        return
+    for key in _POSITIVE:
+        if isinstance(values[key], (int, float)) and values[key] <= 0:
+            problems.append(
+                Problem("E004", f"BUCKETHEAD {key!r} must be greater than 0, not {values[key]!r}.", _type_hint(key, 1))
+            )
+    if values["MIN_FLUSH_INTERVAL"] < 0:
+        problems.append(Problem("E004", "BUCKETHEAD 'MIN_FLUSH_INTERVAL' must be 0 or more.", "Set it to 5 or more."))
+    if backend == "s3":
+        if not values["BUCKET"]:
+            problems.append(
+                Problem(
+                    "E003",
+                    "BUCKETHEAD 'BACKEND' is 's3' but no 'BUCKET' is set.",
+                    "Set BUCKETHEAD['BUCKET'] (or the environment variable BUCKETHEAD_BUCKET) to the bucket name.",
+                )
+            )
+        if values["ACCOUNT_ID"] and values["ENDPOINT_URL"]:
+            problems.append(
+                Problem(
+                    "E005",
+                    "BUCKETHEAD sets both 'ACCOUNT_ID' and 'ENDPOINT_URL'.",
+                    "For Cloudflare R2 set only ACCOUNT_ID (the endpoint is derived from it); for other services "
+                    "set only ENDPOINT_URL.",
+                )
+            )
+        if not values["ACCESS_KEY_ID"] or not values["SECRET_ACCESS_KEY"]:
+            problems.append(
+                Problem(
+                    "W001",
+                    "BUCKETHEAD 'BACKEND' is 's3' but 'ACCESS_KEY_ID' / 'SECRET_ACCESS_KEY' are not both set.",
+                    "boto3 will look for credentials itself (AWS_* environment variables, ~/.aws, an instance "
+                    "role). For R2, set BUCKETHEAD_ACCESS_KEY_ID and BUCKETHEAD_SECRET_ACCESS_KEY from an R2 API "
+                    "token.",
+                    error=False,
+                )
+            )
+        if values["ACCOUNT_ID"] and 0 <= values["MIN_FLUSH_INTERVAL"] < 1:
+            problems.append(
+                Problem(
+                    "W002",
+                    "BUCKETHEAD 'MIN_FLUSH_INTERVAL' is under 1 second on Cloudflare R2.",
+                    "R2 accepts about one write per second to the same key and answers faster writes with HTTP "
+                    "429; set MIN_FLUSH_INTERVAL to 1 or more.",
+                    error=False,
+                )
+            )
+    if not any(p.error for p in problems):
+        try:
+            BucketHeadSettings(values, sources).bucket_config()
+            BucketHeadSettings(values, sources).snapshot_config()
+        except ValueError as exc:
+            problems.append(Problem("E006", f"BUCKETHEAD is not valid: {exc}", "Fix the value the message names."))
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(value)
+
+
+def _parse_autostart(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in ("", "auto", "none"):
+        return None
+    return _parse_bool(value)
+
+
+def _type_hint(key: str, default: Any) -> str:
+    if key == "AUTOSTART":
+        return "Use True (always start a writer), False (never) or None / 'auto' (decide from how Django was started)."
+    if isinstance(default, bool):
+        return f"Use True or False (in the environment: {', '.join(sorted(_TRUE | _FALSE))})."
+    if isinstance(default, (int, float)):
+        return f"Use a positive number, for example {default!r}."
+    return "Use a string."

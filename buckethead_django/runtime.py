@@ -1,0 +1,152 @@
+"""The process's one engine, and the role it plays.
+
+`AppConfig.ready()` calls `configure()` once with the role decided from how
+the process was started (see `roles`). The writer starts at once; a reader
+or a test engine starts on first use of `get_buckethead()`. Adapters (cache,
+storage, commands, admin) reach the engine only through this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+
+from django.core.exceptions import ImproperlyConfigured
+
+from . import shutdown
+from .conf import get_settings
+from .engine import BucketConfig, BucketSQLite, SnapshotConfig
+from .roles import Decision, Role
+
+logger = logging.getLogger("buckethead_django")
+
+_lock = threading.RLock()
+_decision: Decision | None = None
+_engine: BucketSQLite | None = None
+_temp_dirs: list[str] = []
+
+
+def configure(decision: Decision) -> None:
+    """Record this process's role; start the writer now if the role says so."""
+    global _decision  # noqa: PLW0603 - one runtime per process, by design
+    with _lock:
+        _decision = decision
+    logger.debug("BucketHead role: %s (%s)", decision.role, decision.reason)
+    if decision.eager:
+        settings = get_settings()
+        if settings.errors:
+            logger.error(
+                "BucketHead was not started: the configuration has errors (run `manage.py check`): %s",
+                "; ".join(p.msg for p in settings.errors),
+            )
+            return
+        _start()
+
+
+def role() -> Role:
+    """This process's role (``idle`` before Django has called ``ready()``)."""
+    return _decision.role if _decision else Role.IDLE
+
+
+def decision() -> Decision | None:
+    return _decision
+
+
+def get_buckethead() -> BucketSQLite:
+    """The process's engine, started on first use if it is not running yet.
+
+    In the serving process it is the writer. In other processes (``migrate``,
+    ``shell``, scripts) it is a read-only view of the latest snapshot, and
+    any write raises `ReadOnlyError` saying why. Under a test runner it is a
+    throwaway engine on a temporary directory.
+    """
+    engine = _engine
+    if engine is not None and engine.started:
+        return engine
+    return _start()
+
+
+def _start() -> BucketSQLite:
+    global _engine  # noqa: PLW0603
+    with _lock:
+        if _engine is not None and _engine.started:
+            return _engine
+        current = role()
+        settings = get_settings()
+        if current is Role.TEST:
+            engine = _test_engine()
+        else:
+            if settings.errors:
+                raise ImproperlyConfigured(
+                    "BucketHead is not configured correctly: "
+                    + " ".join(f"{p.msg} {p.hint}" for p in settings.errors)
+                    + " (run `manage.py check` for details)"
+                )
+            engine = BucketSQLite(
+                settings.bucket_config(),
+                settings.snapshot_config(),
+                busy_timeout=float(settings["BUSY_TIMEOUT"]),
+                kv_max_value_bytes=int(settings["KV_MAX_VALUE_BYTES"]),
+                read_only_reason=None if current is Role.WRITER else _read_only_reason(),
+            )
+        engine.start()
+        _engine = engine
+        if not engine.read_only:
+            shutdown.install(_stop_at_exit)
+        logger.info(
+            "BucketHead started as %s on %s (%s)",
+            "read-only reader" if engine.read_only else current,
+            engine.store.describe(),
+            _decision.reason if _decision else "no role decided",
+        )
+        return engine
+
+
+def _read_only_reason() -> str:
+    why = _decision.reason if _decision else "Django has not decided this process's role"
+    return (
+        f"BucketHead is read-only in this process ({why}): only the serving process (runserver, gunicorn, "
+        "uvicorn...) writes, so that it never overwrites changes made elsewhere. Make the change through the "
+        "running site, or set BUCKETHEAD['AUTOSTART'] = True to make this process the writer while no server runs."
+    )
+
+
+def _test_engine() -> BucketSQLite:
+    path = tempfile.mkdtemp(prefix="buckethead-test-")
+    _temp_dirs.append(path)
+    return BucketSQLite(BucketConfig.local(path), SnapshotConfig(min_interval_seconds=0), background_flush=False)
+
+
+def stop() -> None:
+    """Stop the engine (the writer makes its final flush). Safe to call more than once."""
+    global _engine
+    with _lock:
+        engine, _engine = _engine, None
+    if engine is not None:
+        engine.stop()
+
+
+def _stop_at_exit() -> None:
+    try:
+        stop()
+    except Exception:
+        logger.exception("BucketHead's final flush failed; changes since the last snapshot are lost")
+    for path in _temp_dirs:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def use_engine(engine: BucketSQLite) -> Iterator[BucketSQLite]:
+    """Make ``engine`` the process's engine for the duration of the block (tests)."""
+    global _engine  # noqa: PLW0603
+    with _lock:
+        previous, _engine = _engine, engine
+    try:
+        yield engine
+    finally:
+        with _lock:
+            _engine = previous

@@ -1,0 +1,80 @@
+"""Run the writer's final flush when the process exits, without stealing the server's signals.
+
+``atexit`` covers every exit that goes through Python: a gunicorn worker
+leaving its loop, ``KeyboardInterrupt`` under runserver or uvicorn, ``sys.exit``.
+For SIGTERM and SIGINT a handler is chained in front of whatever was
+installed before: a server's own handler still runs (so it drains requests
+and shuts down gracefully); where there was none, the signal becomes a normal
+Python exit so ``atexit`` runs instead of the process dying on the spot.
+
+uvicorn restores the default SIGTERM action after its graceful shutdown and
+re-raises the signal, which would end the process before ``atexit``; its
+server's ``shutdown()`` is therefore extended to flush right after it has
+drained the last request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+logger = logging.getLogger("buckethead_django")
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+_installed: list[Callable[[], None]] = []
+_previous: dict[int, Any] = {}
+
+
+def install(final_flush: Callable[[], None]) -> None:
+    """Arrange for ``final_flush`` to run once at process exit. Idempotent."""
+    if final_flush in _installed:
+        return
+    _installed.append(final_flush)
+    atexit.register(final_flush)
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread; atexit still applies
+    for sig in HANDLED_SIGNALS:
+        previous = signal.getsignal(sig)
+        if previous is _chained:
+            continue
+        _previous[sig] = previous
+        _hook_uvicorn(previous, final_flush)
+        signal.signal(sig, _chained)
+
+
+def _chained(signum: int, frame: FrameType | None) -> None:
+    previous = _previous.get(signum, signal.SIG_DFL)
+    if callable(previous):
+        previous(signum, frame)
+        return
+    if previous == signal.SIG_IGN:
+        return
+    # The default action would kill the process before atexit runs: leave through Python instead.
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)
+
+
+def _hook_uvicorn(handler: Any, final_flush: Callable[[], None]) -> None:
+    """If ``handler`` is a uvicorn server's, flush at the end of that server's graceful shutdown."""
+    server = getattr(handler, "__self__", None)
+    if server is None or not type(server).__module__.startswith("uvicorn."):
+        return
+    original = getattr(server, "shutdown", None)
+    if original is None or getattr(original, "_buckethead_flush", False):
+        return
+
+    async def shutdown_then_flush(*args: Any, **kwargs: Any) -> None:
+        await original(*args, **kwargs)
+        await asyncio.get_running_loop().run_in_executor(None, final_flush)
+
+    shutdown_then_flush._buckethead_flush = True  # type: ignore[attr-defined]
+    server.shutdown = shutdown_then_flush
+    logger.debug("BucketHead will flush at the end of uvicorn's graceful shutdown")

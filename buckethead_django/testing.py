@@ -1,0 +1,34 @@
+"""Helpers for the test suites of projects that use BucketHead.
+
+Under a test runner the process's engine is already a throwaway one on a
+temporary directory. `fresh_buckethead()` goes further and gives one block
+(or one test) a brand-new, empty engine of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import runtime
+from .engine import BucketConfig, BucketSQLite, SnapshotConfig
+
+
+@contextlib.contextmanager
+def fresh_buckethead(config: BucketConfig | None = None, **engine_kwargs: object) -> Iterator[BucketSQLite]:
+    """Run the block with a new, empty engine as the process's engine; stop it afterwards.
+
+    Without ``config`` it lives on a temporary directory that is removed
+    afterwards, so no real bucket is ever touched. Usable as a decorator too.
+    """
+    with contextlib.ExitStack() as stack:
+        if config is None:
+            path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="buckethead-test-")))
+            config = BucketConfig.local(path / "bucket")
+        engine_kwargs.setdefault("background_flush", False)
+        engine = BucketSQLite(config, SnapshotConfig(min_interval_seconds=0), **engine_kwargs)  # type: ignore[arg-type]
+        engine.start()
+        stack.callback(engine.stop)
+        yield stack.enter_context(runtime.use_engine(engine))
