@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -98,8 +99,9 @@ def _start() -> BucketSQLite:
         if not engine.read_only:
             shutdown.install(_stop_at_exit)
         logger.info(
-            "BucketHead started as %s on %s (%s)",
+            "BucketHead started as %s in pid %d on %s (%s)",
             "read-only reader" if engine.read_only else current,
+            os.getpid(),
             engine.store.describe(),
             _decision.reason if _decision else "no role decided",
         )
@@ -128,6 +130,13 @@ def stop() -> None:
         engine, _engine = _engine, None
     if engine is not None:
         engine.stop()
+        if not engine.read_only:
+            result = engine.last_flush
+            logger.info(
+                "BucketHead stopped in pid %d after its final flush (%s)",
+                os.getpid(),
+                f"uploaded {result.bytes} bytes" if result and result.uploaded else "nothing had changed",
+            )
 
 
 def _stop_at_exit() -> None:

@@ -1,33 +1,31 @@
 from __future__ import annotations
 
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import render
+import time
 
-from .engine import get_engine
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import cache_page
+
+from .forms import DocumentForm
+from .models import Document
 
 
 def index(request: HttpRequest) -> HttpResponse:
-    bh = get_engine()
-    if request.method == "POST" and request.FILES.get("upload"):
-        upload = request.FILES["upload"]
-        bh.files.put(upload.file, filename=upload.name, mime=upload.content_type)
-        return HttpResponseRedirect("/")
-    visits = int(bh.kv.get("demo:visits", "0") or 0) + 1
-    bh.kv.set("demo:visits", str(visits))
-    context = {
-        "visits": visits,
-        "files": bh.files.list(limit=20),
-        "bucket": bh.store.describe(),
-        "last_flush": bh.last_flush,
-    }
-    return render(request, "demo/index.html", context)
+    """A visit counter in the cache, and files uploaded through the storage."""
+    if request.method == "POST":
+        form = DocumentForm(request.POST, request.FILES)
+        if form.is_valid():
+            form.save()
+            return redirect("index")
+    else:
+        form = DocumentForm()
+    cache.add("visits", 0, timeout=None)
+    visits = cache.incr("visits")
+    return render(request, "demo/index.html", {"visits": visits, "form": form, "documents": Document.objects.all()})
 
 
-def download(request: HttpRequest, bh_key: str) -> FileResponse:
-    bh = get_engine()
-    info = bh.files.head(bh_key)
-    if info is None:
-        raise Http404("no such file")
-    return FileResponse(
-        bh.files.open(bh_key), as_attachment=True, filename=info.filename or bh_key, content_type=info.mime
-    )
+@cache_page(60)
+def cached_report(request: HttpRequest) -> HttpResponse:
+    """A page Django's per-view cache serves from BucketHead for a minute."""
+    return render(request, "demo/cached.html", {"rendered_at": time.time()})

@@ -1,4 +1,9 @@
-"""Settings for the example project: zero configuration, state kept in ./var/bucket."""
+"""Settings for the example project.
+
+Zero configuration: BucketHead keeps its state in ``example_project/.buckethead/``
+(the local backend). To use Cloudflare R2 instead, set environment variables
+only — see the README.
+"""
 
 import os
 from pathlib import Path
@@ -9,13 +14,68 @@ SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-not-for-produc
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 
-INSTALLED_APPS = ["buckethead_django", "demo"]
-MIDDLEWARE = ["django.middleware.common.CommonMiddleware", "django.middleware.csrf.CsrfViewMiddleware"]
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "buckethead_django",
+    "demo",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
 ROOT_URLCONF = "example_site.urls"
-TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
 WSGI_APPLICATION = "example_site.wsgi.application"
-DATABASES: dict = {}
-USE_TZ = True
+ASGI_APPLICATION = "example_site.asgi.application"
 
-# Where the local "bucket" lives. The engine restores from it at startup and snapshots into it.
-BUCKETHEAD_LOCAL_PATH = Path(os.environ.get("BUCKETHEAD_LOCAL_PATH", BASE_DIR / "var" / "bucket"))
+# The admin's users and the Document model live in an ordinary SQLite file beside BucketHead's state.
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("DJANGO_DB_PATH", BASE_DIR / ".buckethead" / "db.sqlite3"),
+    }
+}
+USE_TZ = True
+STATIC_URL = "static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# BucketHead: every key can also come from a BUCKETHEAD_<KEY> environment variable.
+BUCKETHEAD = {
+    "FLUSH_INTERVAL": 10,
+    "MIN_FLUSH_INTERVAL": 1,
+}
+
+CACHES = {"default": {"BACKEND": "buckethead_django.cache.BucketHeadCache", "LOCATION": "default"}}
+STORAGES = {
+    "default": {"BACKEND": "buckethead_django.storage.BucketHeadStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"buckethead_django": {"handlers": ["console"], "level": "INFO"}},
+}

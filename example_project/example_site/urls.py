@@ -1,7 +1,10 @@
 from demo import views
-from django.urls import path
+from django.contrib import admin
+from django.urls import include, path
 
 urlpatterns = [
     path("", views.index, name="index"),
-    path("files/<str:bh_key>", views.download, name="download"),
+    path("cached/", views.cached_report, name="cached-report"),
+    path("admin/", admin.site.urls),
+    path("buckethead/", include("buckethead_django.urls")),
 ]

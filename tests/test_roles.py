@@ -1,0 +1,63 @@
+"""Which process becomes the writer: the decision table, case by case."""
+
+from __future__ import annotations
+
+import pytest
+
+from buckethead_django.roles import Role, decide
+
+NO_MODULES: frozenset[str] = frozenset()
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "role", "eager"),
+    [
+        (["manage.py", "runserver"], {}, Role.IDLE, False),
+        (["manage.py", "runserver"], {"RUN_MAIN": "true"}, Role.WRITER, True),
+        (["manage.py", "runserver", "--noreload"], {}, Role.WRITER, True),
+        (["manage.py", "runserver", "0.0.0.0:8000", "--noreload"], {}, Role.WRITER, True),
+        (["/srv/app/manage.py", "migrate"], {}, Role.READER, False),
+        (["manage.py", "makemigrations"], {}, Role.READER, False),
+        (["manage.py", "collectstatic", "--noinput"], {}, Role.READER, False),
+        (["manage.py", "check"], {}, Role.READER, False),
+        (["manage.py", "shell"], {}, Role.READER, False),
+        (["manage.py"], {}, Role.READER, False),
+        (["manage.py", "test"], {}, Role.TEST, False),
+        (["manage.py", "testserver", "fixture.json"], {}, Role.TEST, False),
+        (["/usr/bin/django-admin", "migrate"], {}, Role.READER, False),
+        (["/venv/lib/python3.11/site-packages/django/__main__.py", "migrate"], {}, Role.READER, False),
+        (["/venv/bin/gunicorn", "site.wsgi", "--threads", "8"], {}, Role.WRITER, True),
+        (["/venv/lib/python3.11/site-packages/gunicorn/__main__.py", "site.wsgi"], {}, Role.WRITER, True),
+        (["/venv/bin/uvicorn", "site.asgi:application"], {}, Role.WRITER, True),
+        (["/venv/bin/daphne", "site.asgi:application"], {}, Role.WRITER, True),
+        (["worker.py"], {}, Role.READER, False),
+    ],
+)
+def test_role_by_command_line(argv: list[str], environ: dict[str, str], role: Role, eager: bool) -> None:
+    decision = decide(argv, environ, None, NO_MODULES)
+    assert (decision.role, decision.eager) == (role, eager), decision.reason
+
+
+def test_server_detected_by_its_loaded_modules() -> None:
+    assert decide(["python"], {}, None, {"uvicorn.server"}).role is Role.WRITER
+
+
+def test_autostart_true_forces_a_writer_anywhere() -> None:
+    decision = decide(["manage.py", "migrate"], {}, True, NO_MODULES)
+    assert (decision.role, decision.eager) == (Role.WRITER, True)
+    assert decide(["manage.py", "runserver"], {}, True, NO_MODULES).role is Role.WRITER
+
+
+def test_autostart_false_never_starts_a_writer() -> None:
+    for argv in (["gunicorn", "site.wsgi"], ["manage.py", "runserver", "--noreload"]):
+        assert decide(argv, {"RUN_MAIN": "true"}, False, NO_MODULES).role is Role.READER
+
+
+def test_test_runners_get_a_throwaway_engine() -> None:
+    assert decide(["/venv/bin/pytest"], {}, None, {"pytest", "_pytest"}).role is Role.TEST
+    assert decide(["manage.py", "test"], {}, False, NO_MODULES).role is Role.TEST
+
+
+def test_every_decision_explains_itself() -> None:
+    decision = decide(["manage.py", "migrate"], {}, None, NO_MODULES)
+    assert "migrate" in decision.reason

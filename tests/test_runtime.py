@@ -1,0 +1,105 @@
+"""The process engine: roles at runtime, the read-only view, the test engine, fresh_buckethead()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from buckethead_django import get_buckethead, runtime
+from buckethead_django.engine import BucketConfig, BucketSQLite, ReadOnlyError
+from buckethead_django.roles import Decision, Role
+from buckethead_django.testing import fresh_buckethead
+
+
+@pytest.fixture
+def as_role(monkeypatch: pytest.MonkeyPatch):
+    """Pretend this process was given ``role``; the real runtime state comes back afterwards."""
+
+    def set_role(role: Role, reason: str = "`manage.py migrate` does not serve requests") -> None:
+        monkeypatch.setattr(runtime, "_decision", Decision(role, False, reason))
+        monkeypatch.setattr(runtime, "_engine", None)
+
+    yield set_role
+    engine = runtime._engine
+    if engine is not None:
+        engine.stop()
+
+
+def seed(path: Path, **values: str) -> None:
+    with BucketSQLite(BucketConfig.local(path)) as writer:
+        for key, value in values.items():
+            writer.kv.set(key, value)
+
+
+def test_under_pytest_the_engine_is_a_throwaway_one(settings) -> None:
+    assert runtime.role() is Role.TEST
+    engine = get_buckethead()
+    assert engine.config.local_path is not None
+    assert "buckethead-test-" in str(engine.config.local_path)
+    assert not engine.read_only
+    engine.kv.set("test", "value")
+    assert get_buckethead() is engine, "one engine per process"
+
+
+def test_fresh_buckethead_isolates_a_block() -> None:
+    outer = get_buckethead()
+    outer.kv.set("outer", "1")
+    with fresh_buckethead() as inner:
+        assert get_buckethead() is inner
+        assert inner.kv.get("outer") is None
+        inner.kv.set("inner", "1")
+    assert get_buckethead() is outer
+    assert outer.kv.get("inner") is None
+    assert not inner.started
+
+
+@fresh_buckethead()
+def test_fresh_buckethead_as_a_decorator() -> None:
+    assert len(get_buckethead().kv) == 0
+
+
+def test_a_reader_gets_the_latest_snapshot_read_only(as_role, tmp_path: Path) -> None:
+    seed(tmp_path / "bucket", greeting="hello")
+    as_role(Role.READER)
+    with override_settings(BUCKETHEAD={"LOCAL_PATH": str(tmp_path / "bucket")}):
+        engine = get_buckethead()
+    assert engine.read_only
+    assert engine.kv.get("greeting") == "hello"
+    with pytest.raises(ReadOnlyError, match=r"read-only in this process \(`manage.py migrate`") as err:
+        engine.kv.set("greeting", "changed")
+    assert "AUTOSTART" in str(err.value)
+    engine.stop()
+    with BucketSQLite(BucketConfig.local(tmp_path / "bucket")) as check:
+        assert check.kv.get("greeting") == "hello", "the reader changed nothing in the bucket"
+
+
+def test_a_configured_writer_starts_at_configure(as_role, tmp_path: Path) -> None:
+    seed(tmp_path / "bucket", k="v")
+    as_role(Role.IDLE)
+    with override_settings(BUCKETHEAD={"LOCAL_PATH": str(tmp_path / "bucket")}):
+        runtime.configure(Decision(Role.WRITER, True, "test"))
+    engine = runtime._engine
+    assert engine is not None
+    assert engine.started
+    assert not engine.read_only
+    engine.kv.set("k", "changed")
+    runtime.stop()
+    with BucketSQLite(BucketConfig.local(tmp_path / "bucket")) as check:
+        assert check.kv.get("k") == "changed", "stop() made the writer's final flush"
+
+
+def test_configuration_errors_surface_when_the_engine_is_used(as_role) -> None:
+    as_role(Role.READER)
+    with override_settings(BUCKETHEAD={"BACKEND": "s3"}), pytest.raises(ImproperlyConfigured, match="BUCKET"):
+        get_buckethead()
+
+
+def test_a_writer_is_not_started_over_configuration_errors(as_role, caplog) -> None:
+    as_role(Role.IDLE)
+    with override_settings(BUCKETHEAD={"BACKEND": "nope"}):
+        runtime.configure(Decision(Role.WRITER, True, "test"))
+    assert runtime._engine is None
+    assert "manage.py check" in caplog.text

@@ -1,0 +1,89 @@
+"""Startup rules with real processes: exactly one writer per serving process, none elsewhere."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from .servers import Server, manage
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
+
+
+def test_runserver_with_the_autoreloader_writes_only_in_its_serving_child(tmp_path: Path) -> None:
+    with Server("runserver", tmp_path) as server:
+        parent = server.proc.pid
+    log = server.log()
+    assert len(server.writer_pids()) == 1, log
+    assert server.writer_pids()[0] != parent, "the autoreloader's parent must never be the writer"
+
+
+def test_runserver_noreload_is_the_writer_itself(tmp_path: Path) -> None:
+    with Server("runserver", tmp_path, "--noreload") as server:
+        pid = server.proc.pid
+        server.stop(signal.SIGINT)
+    assert server.writer_pids() == [pid], server.log()
+    assert server.stopped_pids() == [pid], "Ctrl-C makes the final flush"
+
+
+def test_runserver_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    with Server("runserver", tmp_path, "--noreload") as server:
+        code = server.stop(signal.SIGTERM)
+    assert server.stopped_pids() == [server.proc.pid], server.log()
+    assert code != -signal.SIGKILL
+
+
+def test_gunicorn_worker_is_the_one_writer(tmp_path: Path) -> None:
+    with Server("gunicorn", tmp_path, "--workers", "1", "--threads", "4") as server:
+        master = server.proc.pid
+        code = server.stop(signal.SIGTERM)
+    log = server.log()
+    writers = server.writer_pids()
+    assert len(writers) == 1, log
+    assert writers[0] != master, "the master only supervises; the worker serves and writes"
+    assert server.stopped_pids() == writers, "the worker made its final flush on SIGTERM"
+    assert code == 0, "gunicorn's own graceful shutdown still ran"
+    assert "Shutting down: Master" in log
+
+
+def test_uvicorn_is_the_writer_and_shuts_down_gracefully(tmp_path: Path) -> None:
+    with Server("uvicorn", tmp_path) as server:
+        pid = server.proc.pid
+        server.stop(signal.SIGTERM)
+    log = server.log()
+    assert server.writer_pids() == [pid], log
+    assert server.stopped_pids() == [pid], log
+    assert "Finished server process" in log, "uvicorn's own graceful shutdown still ran"
+
+
+def test_migrate_and_other_commands_never_start_a_writer(tmp_path: Path) -> None:
+    for command in (["migrate", "--noinput"], ["check"], ["showmigrations"]):
+        result = manage(tmp_path, *command)
+        assert "started as writer" not in result.stdout + result.stderr, command
+
+
+def test_a_command_reads_the_latest_snapshot_and_refuses_writes(tmp_path: Path) -> None:
+    manage(tmp_path, "migrate", "--noinput")
+    with Server("runserver", tmp_path, "--noreload") as server:
+        pass  # the writer started and stopped: a snapshot now exists
+    del server
+    write = manage(tmp_path, "shell", "-c", "from buckethead_django import get_buckethead as g; g().kv.set('k', 'v')",
+                   check=False)  # fmt: skip
+    assert write.returncode != 0
+    assert "ReadOnlyError" in write.stderr
+    assert "read-only in this process" in write.stderr
+    assert "AUTOSTART" in write.stderr, "the error says what to do"
+
+    seeded = manage(
+        tmp_path,
+        "shell",
+        "-c",
+        "from buckethead_django import get_buckethead as g; g().kv.set('k', 'seeded'); print('ok')",
+        BUCKETHEAD_AUTOSTART="true",
+    )
+    assert "ok" in seeded.stdout
+    read = manage(tmp_path, "shell", "-c", "from buckethead_django import get_buckethead as g; print(g().kv.get('k'))")
+    assert read.stdout.strip() == "seeded", "a command sees what the last writer flushed"
