@@ -148,6 +148,18 @@ def _stop_at_exit() -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _forget_inherited_engine() -> None:
+    """In a forked child (a worker of a preloading server), never touch the parent's SQLite connections.
+
+    The child starts an engine of its own, restored from the bucket, on first use.
+    """
+    global _engine  # noqa: PLW0603
+    _engine = None
+
+
+os.register_at_fork(after_in_child=_forget_inherited_engine)
+
+
 @contextlib.contextmanager
 def use_engine(engine: BucketSQLite) -> Iterator[BucketSQLite]:
     """Make ``engine`` the process's engine for the duration of the block (tests)."""

@@ -103,3 +103,19 @@ def test_a_writer_is_not_started_over_configuration_errors(as_role, caplog) -> N
         runtime.configure(Decision(Role.WRITER, True, "test"))
     assert runtime._engine is None
     assert "manage.py check" in caplog.text
+
+
+def test_a_forked_child_does_not_use_the_parents_engine(tmp_path: Path) -> None:
+    import os
+
+    parent_engine = get_buckethead()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            child_engine = get_buckethead()
+            os.write(write, b"fresh" if child_engine is not parent_engine else b"inherited")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 100) == b"fresh"

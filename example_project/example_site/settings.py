@@ -51,12 +51,9 @@ WSGI_APPLICATION = "example_site.wsgi.application"
 ASGI_APPLICATION = "example_site.asgi.application"
 
 # The admin's users and the Document model live in an ordinary SQLite file beside BucketHead's state.
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("DJANGO_DB_PATH", BASE_DIR / ".buckethead" / "db.sqlite3"),
-    }
-}
+DB_PATH = Path(os.environ.get("DJANGO_DB_PATH", BASE_DIR / ".buckethead" / "db.sqlite3"))
+DB_PATH.parent.mkdir(parents=True, exist_ok=True)
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DB_PATH}}
 USE_TZ = True
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
