@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 
 class Role(enum.StrEnum):
-    WRITER = "writer"
-    READER = "reader"
-    TEST = "test"
-    IDLE = "idle"
+    WRITER = "writer"  # owns the database: restores at start, snapshots, flushes at exit
+    READER = "reader"  # a read-only view of the latest snapshot, restored on first use
+    TEST = "test"  # a throwaway engine on a temporary directory
+    IDLE = "idle"  # runserver's autoreloader parent: starts nothing, its child serves
 
 
 RUNSERVER_COMMANDS = frozenset({"runserver", "runserver_plus"})

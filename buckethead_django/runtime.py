@@ -37,6 +37,8 @@ def configure(decision: Decision) -> None:
     with _lock:
         _decision = decision
     logger.debug("BucketHead role: %s (%s)", decision.role, decision.reason)
+    if decision.role is Role.IDLE:  # the autoreloader's parent: let its serving child finish flushing
+        shutdown.forward_interrupt_to_children()
     if decision.eager:
         settings = get_settings()
         if settings.errors:
@@ -141,7 +143,7 @@ def stop() -> None:
 
 def _stop_at_exit() -> None:
     try:
-        stop()
+        shutdown.run_final_flush(stop)
     except Exception:
         logger.exception("BucketHead's final flush failed; changes since the last snapshot are lost")
     for path in _temp_dirs:

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -47,6 +50,57 @@ def install(final_flush: Callable[[], None]) -> None:
         _previous[sig] = previous
         _hook_uvicorn(previous, final_flush)
         signal.signal(sig, _chained)
+
+
+def run_final_flush(final_flush: Callable[[], None]) -> None:
+    """Run ``final_flush`` with SIGINT and SIGTERM ignored, so a second signal cannot cut it short.
+
+    A terminal's Ctrl-C reaches every process of the group, and a supervisor
+    may follow up with SIGTERM: the process is exiting either way, and half a
+    flush would lose what a whole one saves. SIGKILL still works.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        final_flush()
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in HANDLED_SIGNALS}
+    try:
+        final_flush()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def forward_interrupt_to_children() -> bool:
+    """In the autoreloader's parent: on SIGINT, ask the serving child to stop, then wait for it.
+
+    Django's autoreloader kills its child 0.25 s after the parent is
+    interrupted, which can cut the child's final flush short. Instead the
+    parent sends the child SIGTERM and keeps waiting; when the child has
+    flushed and exited, the parent exits with it. Linux only (children are
+    found in /proc); elsewhere Django's behaviour is unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread() or not _children_file().exists():
+        return False
+    signal.signal(signal.SIGINT, _forward_to_children)
+    return True
+
+
+def _forward_to_children(signum: int, frame: FrameType | None) -> None:
+    for pid in _child_pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _children_file() -> Path:
+    return Path(f"/proc/self/task/{threading.get_native_id()}/children")
+
+
+def _child_pids() -> list[int]:
+    pids: list[int] = []
+    for path in Path("/proc/self/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            pids.extend(int(p) for p in path.read_text().split())
+    return pids
 
 
 def _chained(signum: int, frame: FrameType | None) -> None:

@@ -41,7 +41,7 @@ class MotoServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(self.endpoint_url + "/moto-api/", timeout=1)  # noqa: S310
+                urllib.request.urlopen(self.endpoint_url + "/moto-api/", timeout=1)
                 return self
             except OSError:
                 if self._proc.poll() is not None:

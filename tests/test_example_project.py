@@ -1,80 +1,85 @@
-"""The example project, run as a real ``manage.py runserver`` process and stopped with real signals."""
+"""The example project as a new user runs it: real runserver, cache, uploads, downloads, restarts."""
 
 from __future__ import annotations
 
-import os
+import http.cookiejar
 import re
 import signal
-import subprocess
-import sys
-import time
-import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
 from pathlib import Path
 
-from .moto_server import free_port
-
-MANAGE = Path(__file__).resolve().parents[1] / "example_project" / "manage.py"
+from .servers import Server, manage
 
 
-@contextmanager
-def runserver(bucket: Path, *extra: str) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "BUCKETHEAD_LOCAL_PATH": str(bucket), "PYTHONUNBUFFERED": "1"}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    proc = subprocess.Popen(
-        [sys.executable, str(MANAGE), "runserver", f"127.0.0.1:{port}", *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "up", timeout=2).close()  # noqa: S310 - loopback test server
-            except urllib.error.HTTPError:
-                break  # answered (404): the server is up, and the counter page was not touched
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    out = proc.stdout.read().decode() if proc.stdout else ""
-                    raise RuntimeError(f"runserver did not come up:\n{out}") from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+class Browser:
+    """Just enough of a browser: cookies, GET, and a multipart POST with the CSRF token."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def get(self, path: str) -> tuple[bytes, dict[str, str]]:
+        with self.opener.open(urllib.parse.urljoin(self.base_url, path), timeout=20) as response:
+            return response.read(), dict(response.headers.items())
+
+    def upload(self, path: str, fields: dict[str, str], file_field: str, filename: str, content: bytes) -> str:
+        page = self.get(path)[0].decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        assert token, page
+        boundary = uuid.uuid4().hex
+        parts = [
+            *(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                for k, v in {**fields, "csrfmiddlewaretoken": token.group(1)}.items()
+            ),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="{filename}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n".encode()
+            + content
+            + b"\r\n",
+            f"--{boundary}--\r\n".encode(),
+        ]
+        request = urllib.request.Request(
+            urllib.parse.urljoin(self.base_url, path),
+            data=b"".join(parts),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}", "Referer": self.base_url},
+        )
+        with self.opener.open(request, timeout=20) as response:
+            return response.read().decode()
 
 
-def visits(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
-        page = response.read().decode()
-    match = re.search(r"visited <strong>(\d+)</strong>", page)
+def visits(page: str) -> int:
+    match = re.search(r'<strong id="visits">(\d+)</strong>', page)
     assert match, page
     return int(match.group(1))
 
 
-def test_the_counter_survives_a_restart(tmp_path: Path) -> None:
-    bucket = tmp_path / "bucket"
-    with runserver(bucket, "--noreload") as url:
-        first = visits(url)
-        assert visits(url) == first + 1
-    assert (bucket / "bucketsqlite" / "snap.db").exists(), "SIGINT made a final flush"
-    with runserver(bucket, "--noreload") as url:
-        assert visits(url) == first + 2
+def download_link(page: str, name_part: str) -> str:
+    for href, label in re.findall(r'<a class="download" href="([^"]+)">([^<]+)</a>', page):
+        if name_part in label:
+            return href.replace("&amp;", "&")
+    raise AssertionError(f"no download link for {name_part!r} in:\n{page}")
 
 
-def test_under_the_autoreloader_only_the_serving_child_writes(tmp_path: Path) -> None:
-    bucket = tmp_path / "bucket"
-    with runserver(bucket) as url:
-        count = visits(url)
-    with runserver(bucket) as url:
-        assert visits(url) == count + 1
+def test_cache_and_uploads_survive_a_restart(tmp_path: Path) -> None:
+    manage(tmp_path, "migrate", "--noinput")
+    content = b"quarterly numbers\n" * 1000
+    with Server("runserver", tmp_path, "--noreload") as server:
+        browser = Browser(server.url)
+        first = visits(browser.get("/")[0].decode())
+        assert visits(browser.get("/")[0].decode()) == first + 1
+        page = browser.upload("/", {"title": "Report"}, "file", "report.txt", content)
+        body, headers = browser.get(download_link(page, "report"))
+        assert body == content
+        assert "report" in headers.get("Content-Disposition", "")
+        cached = browser.get("/cached/")[0]
+        server.stop(signal.SIGINT)
+
+    with Server("runserver", tmp_path, "--noreload") as server:
+        browser = Browser(server.url)
+        page = browser.get("/")[0].decode()
+        assert visits(page) == first + 2, "the cache counter carried on after the restart"
+        body, _ = browser.get(download_link(page, "report"))
+        assert body == content, "the uploaded file is still there"
+        assert browser.get("/cached/")[0] == cached, "the cached page came back from the snapshot"

@@ -21,6 +21,16 @@ def test_runserver_with_the_autoreloader_writes_only_in_its_serving_child(tmp_pa
     assert server.writer_pids()[0] != parent, "the autoreloader's parent must never be the writer"
 
 
+@pytest.mark.parametrize("to_group", [True, False], ids=["ctrl-c-to-the-group", "sigint-to-the-parent"])
+def test_runserver_autoreloader_child_flushes_on_interrupt(tmp_path: Path, to_group: bool) -> None:
+    with Server("runserver", tmp_path) as server:
+        code = server.stop(signal.SIGINT, group=to_group)
+    writers = server.writer_pids()
+    assert len(writers) == 1, server.log()
+    assert server.stopped_pids() == writers, "the serving child made its final flush before the parent exited"
+    assert code != -signal.SIGKILL
+
+
 def test_runserver_noreload_is_the_writer_itself(tmp_path: Path) -> None:
     with Server("runserver", tmp_path, "--noreload") as server:
         pid = server.proc.pid
