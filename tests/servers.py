@@ -49,8 +49,8 @@ def manage(state: Path, *args: str, check: bool = True, **extra: str) -> subproc
 class Server:
     """A server process started in its own session, with its output kept in a log file."""
 
-    def __init__(self, kind: str, state: Path, *extra_args: str, **env: str) -> None:
-        self.port = free_port()
+    def __init__(self, kind: str, state: Path, *extra_args: str, port: int | None = None, **env: str) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = state / f"{kind}-{self.port}.log"
         argv = {

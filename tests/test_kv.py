@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from buckethead_django.engine import BucketSQLite, Interface, KVStore, ValueTooLarge
+from buckethead_django.engine import BucketSQLite, Interface, KVStore, ReadOnlyError, ValueTooLarge
+from buckethead_django.engine.interfaces.kv import glob_escape
 
 
 class FakeClock:
@@ -268,3 +269,219 @@ def test_many_threads_share_one_kvstore(engine: BucketSQLite) -> None:
         t.join()
     assert errors == []
     assert len(engine.kv) == 8 * 200
+
+
+# -- batch and conditional operations --------------------------------------------------
+
+
+def test_add_stores_only_when_the_key_is_missing_or_expired(kv: KVStore, clock: FakeClock) -> None:
+    assert kv.add("k", "first", ttl=10) is True
+    assert kv.add("k", "second") is False
+    assert kv.get("k") == "first"
+    assert kv.ttl("k") == 10, "a refused add leaves the expiry alone"
+    clock.now += 10
+    assert kv.add("k", "third") is True, "an expired key counts as missing"
+    assert kv.get("k") == "third"
+    assert kv.ttl("k") is None
+    assert kv.add_bytes("b", b"\xff") is True
+    assert kv.add_bytes("b", b"\x00") is False
+    assert kv.get_bytes("b") == b"\xff"
+
+
+def test_add_refuses_wrong_types_and_oversized_values(conn: sqlite3.Connection) -> None:
+    kv = KVStore(conn, max_value_bytes=4)
+    with pytest.raises(TypeError, match="add_bytes"):
+        kv.add("k", b"bytes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"use add\(\)"):
+        kv.add_bytes("k", "text")  # type: ignore[arg-type]
+    with pytest.raises(ValueTooLarge):
+        kv.add_bytes("k", b"12345")
+    assert "k" not in kv
+
+
+def test_get_many_bytes_returns_live_values_only(kv: KVStore, clock: FakeClock) -> None:
+    kv.set_bytes("a", b"1")
+    kv.set_bytes("b", b"2", ttl=5)
+    kv.set_bytes("c", b"3")
+    clock.now += 5
+    assert kv.get_many_bytes(["a", "b", "c", "missing", "a"]) == {"a": b"1", "c": b"3"}
+    assert kv.get_many_bytes([]) == {}
+    assert kv.get_many_bytes(iter(["c"])) == {"c": b"3"}
+
+
+def test_batches_larger_than_one_statement_can_bind(kv: KVStore) -> None:
+    items = {f"k{i:05}": str(i).encode() for i in range(1234)}
+    kv.set_many_bytes(items)
+    assert kv.get_many_bytes(items) == items
+    assert kv.delete_many(list(items)[:1000]) == 1000
+    assert kv.count() == 234
+
+
+def test_set_many_bytes_writes_all_with_one_expiry_or_nothing(conn: sqlite3.Connection, clock: FakeClock) -> None:
+    kv = KVStore(conn, clock=clock, max_value_bytes=8)
+    kv.set_many_bytes({"a": b"1", "b": bytearray(b"2")}, ttl=30)
+    assert kv.get_many_bytes(["a", "b"]) == {"a": b"1", "b": b"2"}
+    assert kv.ttl("a") == kv.ttl("b") == 30
+    with pytest.raises(ValueTooLarge):
+        kv.set_many_bytes({"c": b"3", "d": b"x" * 9})
+    assert kv.keys() == ["a", "b"], "a refused value leaves the batch unwritten"
+    with pytest.raises(TypeError, match="set_many_bytes"):
+        kv.set_many_bytes({"e": "text"})  # type: ignore[dict-item]
+    kv.set_many_bytes({})
+    assert kv.count() == 2
+
+
+def test_update_bytes_is_a_read_modify_write_that_keeps_the_expiry(
+    kv: KVStore, conn: sqlite3.Connection, clock: FakeClock
+) -> None:
+    kv.set_bytes("n", b"41", ttl=60)
+    clock.now += 10
+    assert kv.update_bytes("n", lambda old: str(int(old) + 1).encode()) == b"42"
+    assert kv.get_bytes("n") == b"42"
+    assert kv.ttl("n") == 50
+    created, updated = conn.execute("SELECT created_at, updated_at FROM bh_kv WHERE key = 'n'").fetchone()
+    assert updated - created == 10
+    with pytest.raises(KeyError):
+        kv.update_bytes("missing", lambda old: old)
+    clock.now += 50
+    with pytest.raises(KeyError):
+        kv.update_bytes("n", lambda old: old)
+
+
+def test_update_bytes_writes_nothing_when_the_change_fails(conn: sqlite3.Connection) -> None:
+    kv = KVStore(conn, max_value_bytes=4)
+    kv.set_bytes("k", b"v")
+
+    def boom(old: bytes) -> bytes:
+        raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        kv.update_bytes("k", boom)
+    with pytest.raises(ValueTooLarge):
+        kv.update_bytes("k", lambda old: old * 5)
+    with pytest.raises(TypeError, match="update_bytes"):
+        kv.update_bytes("k", lambda old: "text")  # type: ignore[arg-type,return-value]
+    assert kv.get_bytes("k") == b"v"
+    kv.set("k", "ok")  # no transaction was left open
+    assert kv.get("k") == "ok"
+
+
+def test_rename_moves_the_value_and_its_expiry(kv: KVStore, clock: FakeClock) -> None:
+    kv.set("old", "v", ttl=30)
+    kv.set("new", "replaced")
+    assert kv.rename("old", "new") is True
+    assert kv.get("old") is None
+    assert kv.get("new") == "v"
+    assert kv.ttl("new") == 30
+    assert kv.rename("new", "new") is True
+    assert kv.get("new") == "v"
+    kv.set("target", "kept")
+    assert kv.rename("missing", "target") is False
+    assert kv.get("target") == "kept"
+    clock.now += 30
+    assert kv.rename("new", "target") is False, "an expired key cannot be renamed"
+    assert kv.get("target") == "kept"
+
+
+def test_delete_many_counts_live_keys_and_removes_expired_rows(
+    kv: KVStore, conn: sqlite3.Connection, clock: FakeClock
+) -> None:
+    kv.set("a", "1")
+    kv.set("b", "2", ttl=1)
+    kv.set("c", "3")
+    clock.now += 1
+    assert kv.delete_many(["a", "b", "missing"]) == 1
+    assert [r[0] for r in conn.execute("SELECT key FROM bh_kv")] == ["c"]
+    assert kv.delete_many([]) == 0
+
+
+def test_delete_prefix_with_and_without_glob(kv: KVStore, conn: sqlite3.Connection, clock: FakeClock) -> None:
+    for key in ["ns:a1", "ns:a2", "ns:b1", "nt:a1", "other"]:
+        kv.set(key, "v")
+    kv.set("ns:gone", "v", ttl=1)
+    clock.now += 1
+    assert kv.delete_prefix("ns:", glob="ns:a*") == 2
+    assert kv.keys() == ["ns:b1", "nt:a1", "other"]
+    assert kv.delete_prefix("ns:") == 1, "the expired key was not live"
+    assert [r[0] for r in conn.execute("SELECT key FROM bh_kv ORDER BY key")] == ["nt:a1", "other"]
+
+
+def test_keys_glob_syntax(kv: KVStore) -> None:
+    for key in ["user:1", "user:2", "user:10", "User:3", "user:x", "user:*", "user:[1]"]:
+        kv.set(key, "v")
+    assert kv.keys(glob="user:*") == ["user:*", "user:1", "user:10", "user:2", "user:[1]", "user:x"]
+    assert kv.keys(glob="user:?") == ["user:*", "user:1", "user:2", "user:x"]
+    assert kv.keys(glob="user:[0-9]") == ["user:1", "user:2"]
+    assert kv.keys(glob="user:[^0-9]") == ["user:*", "user:x"]
+    assert kv.keys(glob="USER:*") == [], "GLOB is case-sensitive"
+    assert kv.keys("user:1", glob="*0") == ["user:10"], "the glob matches the whole key, the prefix narrows"
+    assert kv.keys(glob=glob_escape("user:*")) == ["user:*"]
+    assert kv.keys(glob=glob_escape("user:[1]")) == ["user:[1]"]
+    assert kv.keys(glob=glob_escape("user:?")) == []
+
+
+def test_count_by_prefix_with_and_without_expired_rows(kv: KVStore, clock: FakeClock) -> None:
+    kv.set("a:1", "v")
+    kv.set("a:2", "v", ttl=1)
+    kv.set("b:1", "v")
+    clock.now += 1
+    assert kv.count("a:") == 1
+    assert kv.count("a:", include_expired=True) == 2
+    assert kv.count() == len(kv) == 2
+    assert kv.purge_expired("b:") == 0
+    assert kv.purge_expired("a:") == 1
+    assert kv.count("a:", include_expired=True) == 1
+
+
+def test_evict_oldest_removes_the_least_recently_written(kv: KVStore, clock: FakeClock) -> None:
+    for i in range(5):
+        kv.set(f"c:{i}", "v")
+        clock.now += 1
+    kv.set("c:0", "rewritten")
+    kv.set("other", "v")
+    assert kv.evict_oldest("c:", 2) == 2
+    assert kv.keys("c:") == ["c:0", "c:3", "c:4"]
+    assert kv.evict_oldest("c:", 0) == 0
+    assert kv.evict_oldest("c:", 10) == 3
+    assert kv.keys() == ["other"]
+
+
+def test_read_only_store_refuses_every_new_write(kv: KVStore) -> None:
+    kv.set("k", "v")
+    kv.read_only_reason = "a reader"
+    writes = [
+        lambda: kv.add("x", "v"),
+        lambda: kv.set_many_bytes({"x": b"v"}),
+        lambda: kv.update_bytes("k", lambda old: old),
+        lambda: kv.rename("k", "x"),
+        lambda: kv.delete_many(["k"]),
+        lambda: kv.delete_prefix(""),
+        kv.purge_expired,
+        lambda: kv.evict_oldest("", 1),
+    ]
+    for write in writes:
+        with pytest.raises(ReadOnlyError, match="a reader"):
+            write()
+    assert kv.get("k") == "v"
+    assert kv.get_many_bytes(["k"]) == {"k": b"v"}
+    assert kv.count() == 1
+
+
+def test_update_bytes_never_loses_a_concurrent_increment(engine: BucketSQLite) -> None:
+    engine.kv.set("counter", "0")
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(200):
+                engine.kv.update_bytes("counter", lambda old: str(int(old) + 1).encode())
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert engine.kv.get("counter") == str(8 * 200)
