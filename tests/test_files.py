@@ -6,15 +6,20 @@ import datetime as dt
 import hashlib
 import io
 import os
+import random
+import threading
 import time
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from buckethead_django.engine import BucketSQLite, FileStore
-from buckethead_django.engine.interfaces import BlobSizeMismatch
-from buckethead_django.engine.objectstore import ObjectStore, iter_objects
+from buckethead_django.engine import BucketConfig, BucketSQLite, FileStore, ReadOnlyError
+from buckethead_django.engine.interfaces import BlobSizeMismatch, InvalidName, NameTaken
+from buckethead_django.engine.objectstore import ObjectStore, iter_objects, open_object_store
+
+from .conftest import EngineFactory
+from .recording_store import RecordingStore
 
 
 class GeneratedStream(io.RawIOBase):
@@ -189,3 +194,171 @@ def test_created_at_is_recorded(engine: BucketSQLite) -> None:
     assert info is not None
     assert before <= info.created_at <= time.time()
     assert dt.datetime.fromtimestamp(info.created_at, tz=dt.UTC).year >= 2024
+
+
+# -- names ---------------------------------------------------------------------------
+
+
+def test_names_table_and_index_exist_after_start(engine: BucketSQLite) -> None:
+    cols = [r[1] for r in engine.connection.execute("PRAGMA table_info(bh_file_names)")]
+    assert cols == ["name", "bh_key", "size", "content_type", "created_at", "modified_at"]
+    indexes = [r[1] for r in engine.connection.execute("PRAGMA index_list(bh_file_names)")]
+    assert "idx_bh_file_names_bh_key" in indexes
+
+
+def test_save_name_resolve_and_exists(engine: BucketSQLite) -> None:
+    before = time.time()
+    named = engine.files.save_name("docs/report.pdf", b"%PDF-1.7 body")
+    assert named.name == "docs/report.pdf"
+    assert named.bh_key == hashlib.sha256(b"%PDF-1.7 body").hexdigest()
+    assert named.size == 13
+    assert named.content_type == "application/pdf"
+    assert named.object_key == f"files/{named.bh_key}"
+    assert before <= named.created_at == named.modified_at <= time.time()
+    assert engine.files.resolve("docs/report.pdf") == named
+    assert engine.files.name_exists("docs/report.pdf")
+    assert not engine.files.name_exists("docs/other.pdf")
+    assert engine.files.resolve("docs/other.pdf") is None
+    assert engine.files.head(named.bh_key).filename == "report.pdf"  # type: ignore[union-attr]
+    assert engine.files.get(named.bh_key) == b"%PDF-1.7 body"
+
+
+def test_identical_content_under_two_names_is_one_blob(engine: BucketSQLite) -> None:
+    a = engine.files.save_name("a.txt", b"shared bytes")
+    b = engine.files.save_name("copies/b.md", io.BytesIO(b"shared bytes"), content_type="text/markdown")
+    assert a.bh_key == b.bh_key
+    assert blob_objects(engine.store) == [f"files/{a.bh_key}"]
+    assert (a.content_type, b.content_type) == ("text/plain", "text/markdown"), "the content type is per name"
+
+
+def test_a_blob_is_deleted_with_its_last_name_only(engine: BucketSQLite) -> None:
+    bh_key = engine.files.save_name("one.bin", b"payload").bh_key
+    engine.files.save_name("two.bin", b"payload")
+    assert engine.files.delete_name("one.bin") is True
+    assert not engine.files.name_exists("one.bin")
+    assert blob_objects(engine.store) == [f"files/{bh_key}"], "two.bin still uses the blob"
+    assert engine.files.exists(bh_key)
+    assert engine.files.delete_name("two.bin") is True
+    assert blob_objects(engine.store) == []
+    assert not engine.files.exists(bh_key)
+    assert engine.files.delete_name("two.bin") is False
+
+
+def test_deleting_a_name_leaves_blobs_put_without_a_name_to_their_owner(engine: BucketSQLite) -> None:
+    raw = engine.files.put(b"kept by bh-key")
+    engine.files.save_name("named.txt", b"other content")
+    engine.files.delete_name("named.txt")
+    assert blob_objects(engine.store) == [f"files/{raw}"]
+
+
+def test_a_taken_name_is_refused_and_the_new_content_is_not_kept(engine: BucketSQLite) -> None:
+    first = engine.files.save_name("taken.txt", b"first")
+    with pytest.raises(NameTaken, match="already in use") as excinfo:
+        engine.files.save_name("taken.txt", b"second")
+    assert isinstance(excinfo.value, FileExistsError)
+    assert engine.files.resolve("taken.txt") == first
+    assert blob_objects(engine.store) == [f"files/{first.bh_key}"]
+
+
+def test_overwrite_replaces_the_name_and_collects_the_old_blob(engine: BucketSQLite) -> None:
+    old = engine.files.save_name("avatar.png", b"old picture")
+    engine.files.save_name("backup.png", b"kept picture")
+    time.sleep(0.01)
+    new = engine.files.save_name("avatar.png", b"new picture", overwrite=True)
+    assert new.bh_key != old.bh_key
+    assert new.created_at == old.created_at, "the name was created with the first save"
+    assert new.modified_at > old.modified_at
+    assert engine.files.get(engine.files.resolve("avatar.png").bh_key) == b"new picture"  # type: ignore[union-attr]
+    assert not engine.files.exists(old.bh_key)
+    kept = engine.files.resolve("backup.png")
+    assert kept is not None
+    replaced = engine.files.save_name("backup.png", b"new picture", overwrite=True)
+    assert replaced.bh_key == new.bh_key
+    assert sorted(blob_objects(engine.store)) == [f"files/{new.bh_key}"]
+
+
+def test_listdir_and_list_names(engine: BucketSQLite) -> None:
+    for name in ["top.txt", "docs/a.txt", "docs/b.txt", "docs/sub/c.txt", "docs2/d.txt", "docs_/e.txt"]:
+        engine.files.save_name(name, name.encode())
+    assert engine.files.listdir("") == (["docs", "docs2", "docs_"], ["top.txt"])
+    assert engine.files.listdir("docs") == (["sub"], ["a.txt", "b.txt"])
+    assert engine.files.listdir("docs/") == (["sub"], ["a.txt", "b.txt"])
+    assert engine.files.listdir("docs/sub") == ([], ["c.txt"])
+    assert engine.files.listdir("missing") == ([], [])
+    assert [n.name for n in engine.files.list_names("docs/")] == ["docs/a.txt", "docs/b.txt", "docs/sub/c.txt"]
+    assert len(engine.files.list_names()) == 6
+
+
+@pytest.mark.parametrize("name", ["", "/abs.txt", "../up.txt", "a/../b.txt", "a//b.txt", "./a.txt", "dir/", "a\x00b"])
+def test_names_that_are_not_relative_paths_are_refused(engine: BucketSQLite, name: str) -> None:
+    with pytest.raises(InvalidName):
+        engine.files.save_name(name, b"x")
+    with pytest.raises(ValueError, match=r"not a relative|non-empty"):
+        engine.files.resolve(name)
+    assert blob_objects(engine.store) == []
+
+
+def test_names_are_part_of_the_snapshot(make_engine: EngineFactory) -> None:
+    with make_engine() as bh:
+        saved = bh.files.save_name("persisted/file.txt", b"durable")
+    with make_engine() as again:
+        assert again.files.resolve("persisted/file.txt") == saved
+        assert again.files.get(saved.bh_key) == b"durable"
+
+
+def test_a_read_only_view_refuses_name_writes_before_uploading(
+    make_engine: EngineFactory, bucket_config: BucketConfig
+) -> None:
+    with make_engine() as bh:
+        bh.files.save_name("existing.txt", b"existing")
+    store = RecordingStore(open_object_store(bucket_config))
+    view = make_engine(store=store, read_only_reason="a reader").start()
+    assert view.files.resolve("existing.txt") is not None
+    with pytest.raises(ReadOnlyError, match="a reader"):
+        view.files.save_name("new.txt", b"new content")
+    with pytest.raises(ReadOnlyError):
+        view.files.delete_name("existing.txt")
+    with pytest.raises(ReadOnlyError):
+        view.files.put(b"raw", extra={"CacheControl": "no-cache"})
+    view.stop()
+    assert store.puts == []
+    assert [o.key for o in iter_objects(store, "files/")] == [f"files/{hashlib.sha256(b'existing').hexdigest()}"]
+
+
+def test_concurrent_saves_and_deletes_of_shared_content_never_lose_a_used_blob(engine: BucketSQLite) -> None:
+    """Threads keep naming and un-naming the same two contents; every surviving name must still have its blob."""
+    contents = [b"popular content", b"other content"]
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        rng = random.Random(i)  # noqa: S311 - a reproducible interleaving, not a secret
+        try:
+            for j in range(12):
+                name = f"w{i}/{j % 3}.bin"
+                if rng.random() < 0.6:
+                    engine.files.save_name(name, rng.choice(contents), overwrite=True)
+                else:
+                    engine.files.delete_name(name)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    used = {n.bh_key for n in engine.files.list_names()}
+    stored = {key.removeprefix("files/") for key in blob_objects(engine.store)}
+    assert stored == used, "a blob exists exactly while some name uses it"
+    for named in engine.files.list_names():
+        assert engine.files.get(named.bh_key) in contents
+
+
+def test_put_passes_upload_parameters_to_the_bucket(engine: BucketSQLite, request: pytest.FixtureRequest) -> None:
+    bh_key = engine.files.put(b"cacheable", extra={"CacheControl": "public, max-age=86400"})
+    if engine.config.is_local:
+        assert engine.files.get(bh_key) == b"cacheable", "a directory has no HTTP headers; extra is ignored"
+        return
+    head = request.getfixturevalue("moto").client().head_object(Bucket=engine.config.bucket, Key=f"files/{bh_key}")
+    assert head["CacheControl"] == "public, max-age=86400"

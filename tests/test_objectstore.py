@@ -176,3 +176,22 @@ def test_s3_unreachable_endpoint_gives_a_clear_error() -> None:
     )
     with pytest.raises(ObjectStoreError, match="cannot reach bucket 'b-unreachable'"):
         S3ObjectStore(cfg).head("anything")
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_extra_upload_parameters(store: ObjectStore, request: pytest.FixtureRequest, conditional: bool) -> None:
+    """S3 sends ``extra`` as PutObject parameters on both upload paths; a directory ignores them."""
+    extra = {"CacheControl": "max-age=60", "ContentDisposition": "attachment", "Metadata": {"from": "extra"}}
+    store.put(
+        "x", b"data", content_type="text/plain", metadata={"owner": "bob"}, extra=extra, if_none_match=conditional
+    )
+    head = store.head("x")
+    assert head is not None
+    assert head.content_type == "text/plain"
+    if isinstance(store, LocalObjectStore):
+        assert head.metadata == {"owner": "bob"}
+        return
+    assert head.metadata == {"from": "extra", "owner": "bob"}
+    assert isinstance(store, S3ObjectStore)
+    raw = request.getfixturevalue("moto").client().head_object(Bucket=store.bucket, Key="x")
+    assert (raw["CacheControl"], raw["ContentDisposition"]) == ("max-age=60", "attachment")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -102,3 +103,30 @@ class Interface(ABC):
             except sqlite3.OperationalError as exc:
                 if "duplicate column name" not in str(exc):
                     raise
+
+
+def prefix_range(column: str, prefix: str) -> tuple[str, tuple[str, ...]]:
+    """A case-sensitive, index-friendly condition: ``column`` starts with ``prefix``, every character literal.
+
+    A range (``column >= prefix AND column < successor``) rather than LIKE:
+    LIKE is case-insensitive for ASCII and treats ``%`` and ``_`` as
+    wildcards, and a range is answered from the column's index.
+    """
+    if not prefix:
+        return "1", ()
+    upper = _successor(prefix)
+    if upper is None:
+        return f"{column} >= ?", (prefix,)
+    return f"{column} >= ? AND {column} < ?", (prefix, upper)
+
+
+def _successor(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (UTF-8 byte order)."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if 0xD800 <= code <= 0xDFFF:
+            code = 0xE000
+        if code <= sys.maxunicode:
+            return "".join(chars) + chr(code)
+    return None

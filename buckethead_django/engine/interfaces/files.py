@@ -7,6 +7,12 @@ each blob's size, MIME type, original filename, creation time and free-form
 metadata. Content is streamed in both directions: a large file is never held
 whole in memory.
 
+Names (the paths a Django storage hands out) live in ``bh_file_names``: each
+name points at one bh-key, many names may share one, and a blob is deleted
+with the last name that refers to it. Writes and deletions of one blob are
+serialised by a per-blob lock, so a blob being deleted is never reused by a
+concurrent save without being uploaded again.
+
 Blob objects are uploaded at once, while their rows live in the in-memory
 database until the next snapshot; `gc` therefore only deletes unreferenced
 objects older than a grace window.
@@ -19,12 +25,14 @@ import datetime as dt
 import hashlib
 import json
 import mimetypes
+import posixpath
 import re
 import shutil
 import sqlite3
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,11 +40,15 @@ from typing import Any, BinaryIO
 from ..errors import BucketHeadError, PreconditionFailed
 from ..objectstore import ObjectStore, Source, iter_objects
 from ..objectstore.base import COPY_CHUNK, copy_stream
-from .base import Interface
+from .base import Interface, prefix_range
 
 DEFAULT_MIME = "application/octet-stream"
 _BH_KEY = re.compile(r"^[0-9a-f]{64}$")
 _COLUMNS = "bh_key, object_key, size, mime, filename, created_at, metadata"
+_NAME_COLUMNS = "n.name, n.bh_key, n.size, n.content_type, n.created_at, n.modified_at, f.object_key"
+_NAMES_FROM = "bh_file_names AS n LEFT JOIN filestore AS f ON f.bh_key = n.bh_key"
+#: Blob locks are striped: a fixed set shared by hash, so memory stays constant however many blobs pass through.
+_BLOB_LOCK_STRIPES = 64
 
 
 @dataclass(frozen=True)
@@ -66,12 +78,37 @@ class GcReport:
     missing_objects: list[str]
 
 
+@dataclass(frozen=True)
+class NamedFile:
+    """One row of ``bh_file_names``: a name, the blob it stands for, and the blob's bucket key."""
+
+    name: str
+    bh_key: str
+    size: int
+    content_type: str | None
+    created_at: float
+    modified_at: float
+    object_key: str
+
+
 class BlobSizeMismatch(BucketHeadError):
     """A downloaded blob is not the size its row records."""
 
 
+class NameTaken(BucketHeadError, FileExistsError):
+    """A name is already in use and the caller did not ask to replace it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the file name {name!r} is already in use; pass overwrite=True to replace it")
+        self.name = name
+
+
+class InvalidName(BucketHeadError, ValueError):
+    """A file name that cannot be stored: not a relative, '/'-separated path."""
+
+
 class FileStore(Interface):
-    """Content-addressed file storage: blobs in the bucket, rows in ``filestore``."""
+    """Content-addressed file storage: blobs in the bucket, rows in ``filestore``, names in ``bh_file_names``."""
 
     TABLE = "filestore"
 
@@ -88,6 +125,7 @@ class FileStore(Interface):
         self.prefix = prefix
         self._clock = clock
         self._objects: ObjectStore = store
+        self._blob_locks = tuple(threading.RLock() for _ in range(_BLOB_LOCK_STRIPES))
         super().__init__(conn, store)
 
     def _init_schema(self) -> None:
@@ -105,6 +143,19 @@ class FileStore(Interface):
             """
         )
         self._change("CREATE INDEX IF NOT EXISTS idx_filestore_created ON filestore(created_at)")
+        self._change(
+            """
+            CREATE TABLE IF NOT EXISTS bh_file_names (
+                name          TEXT PRIMARY KEY,
+                bh_key        TEXT NOT NULL,
+                size          INTEGER NOT NULL,
+                content_type  TEXT,
+                created_at    REAL NOT NULL,
+                modified_at   REAL NOT NULL
+            )
+            """
+        )
+        self._change("CREATE INDEX IF NOT EXISTS idx_bh_file_names_bh_key ON bh_file_names(bh_key)")
 
     def object_key(self, bh_key: str) -> str:
         """The bucket key of the blob named ``bh_key``."""
@@ -119,31 +170,25 @@ class FileStore(Interface):
         filename: str | None = None,
         mime: str | None = None,
         metadata: dict[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> str:
         """Store content from bytes, a path or a binary stream; returns its bh-key.
 
         Content already stored is not uploaded again. Streams are spooled to a
-        temporary file while hashed, so memory use stays bounded.
+        temporary file while hashed, so memory use stays bounded. ``extra``
+        (S3 upload parameters such as ``CacheControl``) applies to the upload
+        only: a blob that is already stored keeps the parameters it was first
+        uploaded with.
         """
         self._check_writable()
         if isinstance(src, Path) and filename is None:
             filename = src.name
-        mime = mime or (mimetypes.guess_type(filename)[0] if filename else None) or DEFAULT_MIME
-        if isinstance(src, (bytes, bytearray, memoryview)):
-            data = bytes(src)
-            return self._save(
-                hashlib.sha256(data).hexdigest(), len(data), data, filename=filename, mime=mime, metadata=metadata
-            )
-        if isinstance(src, Path):
-            bh_key, size = _hash_file(src)
-            return self._save(bh_key, size, src, filename=filename, mime=mime, metadata=metadata)
-        with tempfile.TemporaryFile(prefix="buckethead-put-") as spool:
-            digest = hashlib.sha256()
-            size = copy_stream(src, spool, digests=(digest,))
-            spool.seek(0)
-            return self._save(digest.hexdigest(), size, spool, filename=filename, mime=mime, metadata=metadata)  # type: ignore[arg-type]
+        mime = mime or _guess_mime(filename)
+        with _hashed(src) as (bh_key, size, content), self._blob_lock(bh_key):
+            self._store_blob(bh_key, size, content, filename=filename, mime=mime, metadata=metadata, extra=extra)
+        return bh_key
 
-    def _save(
+    def _store_blob(
         self,
         bh_key: str,
         size: int,
@@ -152,26 +197,168 @@ class FileStore(Interface):
         filename: str | None,
         mime: str,
         metadata: dict[str, Any] | None,
-    ) -> str:
-        if self.head(bh_key) is None:
-            object_key = self.object_key(bh_key)
-            existing = self._objects.head(object_key)
-            if existing is None or existing.size != size:
-                # PreconditionFailed: another writer stored the same content first.
-                with contextlib.suppress(PreconditionFailed):
-                    self._objects.put(object_key, content, content_type=mime, if_none_match=existing is None)
+        extra: Mapping[str, Any] | None,
+    ) -> bool:
+        """Upload the blob unless it is stored, and record its row; True if the row is new.
+
+        The caller holds the blob's lock, so no deletion of the same blob runs in between.
+        """
+        if self.head(bh_key) is not None:
+            return False
+        object_key = self.object_key(bh_key)
+        existing = self._objects.head(object_key)
+        if existing is None or existing.size != size:
+            # PreconditionFailed: another writer stored the same content first.
+            with contextlib.suppress(PreconditionFailed):
+                self._objects.put(object_key, content, content_type=mime, if_none_match=existing is None, extra=extra)
+        return (
             self._change(
                 f"INSERT OR IGNORE INTO filestore ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (bh_key, object_key, size, mime, filename, self._clock(), json.dumps(metadata) if metadata else None),
             )
-        return bh_key
+            > 0
+        )
 
     def delete(self, bh_key: str) -> bool:
-        """Remove the blob and its row; True if the row existed."""
+        """Remove the blob and its row; True if the row existed.
+
+        This is the bh-key level operation: names that refer to the blob are
+        left pointing at nothing. Use `delete_name` to remove a named file.
+        """
         self._check_writable()
-        info = self.head(bh_key)
-        self._objects.delete(info.object_key if info else self.object_key(bh_key))
-        return self._change("DELETE FROM filestore WHERE bh_key = ?", (bh_key,)) > 0
+        with self._blob_lock(bh_key):
+            info = self.head(bh_key)
+            self._objects.delete(info.object_key if info else self.object_key(bh_key))
+            return self._change("DELETE FROM filestore WHERE bh_key = ?", (bh_key,)) > 0
+
+    def _blob_lock(self, bh_key: str) -> contextlib.AbstractContextManager[bool]:
+        """The lock that serialises storing and deleting the blob ``bh_key``."""
+        return self._blob_locks[int(_checked(bh_key)[:8], 16) % _BLOB_LOCK_STRIPES]
+
+    # -- names -------------------------------------------------------------------
+
+    def save_name(
+        self,
+        name: str,
+        src: Source,
+        *,
+        content_type: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> NamedFile:
+        """Store content under ``name``; identical content under other names is stored once.
+
+        An existing name raises `NameTaken` unless ``overwrite`` is true. The
+        check runs before anything is read or uploaded, and again atomically
+        when the name is recorded, so two concurrent saves cannot both win.
+        Replacing a name deletes its previous blob when no other name uses it.
+        ``content_type`` defaults to a guess from the name.
+        """
+        self._check_writable()
+        name = validate_name(name)
+        if not overwrite and self.name_exists(name):
+            raise NameTaken(name)
+        filename = posixpath.basename(name)
+        mime = content_type or _guess_mime(filename)
+        with _hashed(src) as (bh_key, size, content), self._blob_lock(bh_key):
+            created = self._store_blob(
+                bh_key, size, content, filename=filename, mime=mime, metadata=metadata, extra=extra
+            )
+            try:
+                named, replaced = self._link(name, bh_key, size, mime, overwrite=overwrite)
+            except NameTaken:
+                if created:
+                    self._collect(bh_key)
+                raise
+        if replaced is not None and replaced != bh_key:
+            self._collect(replaced)
+        return named
+
+    def _link(
+        self, name: str, bh_key: str, size: int, content_type: str, *, overwrite: bool
+    ) -> tuple[NamedFile, str | None]:
+        """Point ``name`` at a stored blob; returns the new row and the bh-key it replaced, if any."""
+        now = self._clock()
+        with self._transaction() as conn:
+            old = conn.execute("SELECT bh_key, created_at FROM bh_file_names WHERE name = ?", (name,)).fetchone()
+            if old is not None and not overwrite:
+                raise NameTaken(name)
+            (object_key,) = conn.execute("SELECT object_key FROM filestore WHERE bh_key = ?", (bh_key,)).fetchone()
+            created_at = float(old[1]) if old else now
+            conn.execute(
+                "INSERT OR REPLACE INTO bh_file_names (name, bh_key, size, content_type, created_at, modified_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (name, bh_key, size, content_type, created_at, now),
+            )
+        named = NamedFile(name, bh_key, size, content_type, created_at, now, object_key)
+        return named, (old[0] if old else None)
+
+    def resolve(self, name: str) -> NamedFile | None:
+        """The row for ``name``, or None."""
+        row = self._one(f"SELECT {_NAME_COLUMNS} FROM {_NAMES_FROM} WHERE n.name = ?", (validate_name(name),))
+        return None if row is None else self._named(row)
+
+    def name_exists(self, name: str) -> bool:
+        return self._one("SELECT 1 FROM bh_file_names WHERE name = ?", (validate_name(name),)) is not None
+
+    def delete_name(self, name: str) -> bool:
+        """Remove ``name``; its blob goes too when no other name uses it. True if the name existed."""
+        name = validate_name(name)
+        with self._transaction() as conn:
+            row = conn.execute("SELECT bh_key FROM bh_file_names WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return False
+            conn.execute("DELETE FROM bh_file_names WHERE name = ?", (name,))
+        self._collect(row[0])
+        return True
+
+    def _collect(self, bh_key: str) -> bool:
+        """Delete the blob and its row if no name refers to it; True if it was deleted.
+
+        The decision and the row's removal are one transaction, and the blob's
+        lock keeps a concurrent save of the same content out until the object
+        is gone. The row goes first: if the object delete then fails, what is
+        left is an orphan object, which `gc` removes, never a row without an object.
+        """
+        with self._blob_lock(bh_key):
+            with self._transaction() as conn:
+                if conn.execute("SELECT 1 FROM bh_file_names WHERE bh_key = ? LIMIT 1", (bh_key,)).fetchone():
+                    return False
+                row = conn.execute("SELECT object_key FROM filestore WHERE bh_key = ?", (bh_key,)).fetchone()
+                conn.execute("DELETE FROM filestore WHERE bh_key = ?", (bh_key,))
+            self._objects.delete(row[0] if row else self.object_key(bh_key))
+        return True
+
+    def list_names(self, prefix: str = "") -> list[NamedFile]:
+        """Rows whose name starts with ``prefix`` (every character literal), sorted by name."""
+        where, params = prefix_range("n.name", prefix)
+        rows = self._all(f"SELECT {_NAME_COLUMNS} FROM {_NAMES_FROM} WHERE {where} ORDER BY n.name", params)
+        return [self._named(r) for r in rows]
+
+    def listdir(self, directory: str = "") -> tuple[list[str], list[str]]:
+        """The subdirectories and the names directly inside ``directory`` ('' is the top), each sorted.
+
+        Directories are implied by names, as in a bucket: ``a/b.txt`` makes
+        ``a`` a directory until the last name under it is deleted.
+        """
+        directory = directory.rstrip("/")
+        prefix = validate_name(directory) + "/" if directory else ""
+        where, params = prefix_range("n.name", prefix)
+        dirs: set[str] = set()
+        names: list[str] = []
+        for (name,) in self._all(f"SELECT n.name FROM bh_file_names AS n WHERE {where} ORDER BY n.name", params):
+            head, sep, _ = name[len(prefix) :].partition("/")
+            if sep:
+                dirs.add(head)
+            else:
+                names.append(head)
+        return sorted(dirs), names
+
+    def _named(self, row: tuple[Any, ...]) -> NamedFile:
+        name, bh_key, size, content_type, created_at, modified_at, object_key = row
+        object_key = object_key or self.prefix + bh_key
+        return NamedFile(name, bh_key, int(size), content_type, float(created_at), float(modified_at), object_key)
 
     # -- reading -----------------------------------------------------------------
 
@@ -260,6 +447,40 @@ class FileStore(Interface):
             deleted.append(obj.key)
         missing = sorted(referenced - present)
         return GcReport(deleted=deleted, kept_recent=kept, missing_objects=missing)
+
+
+def validate_name(name: str) -> str:
+    """``name`` if it is a storable file name, else raise `InvalidName`.
+
+    A name is a relative, '/'-separated path without empty, '.' or '..' parts
+    and without NUL: the rules every object store and file system accepts, so
+    a name can never be read as a path outside the store.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidName(f"file name {name!r} must be a non-empty str")
+    if "\x00" in name or name.startswith("/") or any(part in ("", ".", "..") for part in name.split("/")):
+        raise InvalidName(f"file name {name!r} is not a relative '/'-separated path without empty, '.' or '..' parts")
+    return name
+
+
+def _guess_mime(filename: str | None) -> str:
+    return (mimetypes.guess_type(filename)[0] if filename else None) or DEFAULT_MIME
+
+
+@contextlib.contextmanager
+def _hashed(src: Source) -> Iterator[tuple[str, int, Source]]:
+    """The bh-key, size and re-readable content of ``src``; a stream is spooled to a temporary file."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+        yield hashlib.sha256(data).hexdigest(), len(data), data
+    elif isinstance(src, Path):
+        yield (*_hash_file(src), src)
+    else:
+        with tempfile.TemporaryFile(prefix="buckethead-put-") as spool:
+            digest = hashlib.sha256()
+            size = copy_stream(src, spool, digests=(digest,))
+            spool.seek(0)
+            yield digest.hexdigest(), size, spool  # type: ignore[misc]
 
 
 def _checked(bh_key: str) -> str:

@@ -29,13 +29,12 @@ locking per call instead of one per key.
 from __future__ import annotations
 
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 
 from ..errors import ValueTooLarge
 from ..objectstore import ObjectStore
-from .base import Interface
+from .base import Interface, prefix_range
 
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
@@ -257,7 +256,7 @@ class KVStore(Interface):
         purged yet count too: that is what the database (and each snapshot)
         actually holds, which is what a size limit should look at.
         """
-        sql, params = _prefix_clause(prefix)
+        sql, params = prefix_range("key", prefix)
         if not include_expired:
             sql, params = f"{sql} AND {_LIVE}", (*params, self._clock())
         row = self._one(f"SELECT count(*) FROM bh_kv WHERE {sql}", params)
@@ -289,7 +288,7 @@ class KVStore(Interface):
 
     def purge_expired(self, prefix: str = "") -> int:
         """Delete the rows of expired keys (under ``prefix`` if given); returns how many were removed."""
-        sql, params = _prefix_clause(prefix)
+        sql, params = prefix_range("key", prefix)
         return self._change(
             f"DELETE FROM bh_kv WHERE {sql} AND expires_at IS NOT NULL AND expires_at <= ?", (*params, self._clock())
         )
@@ -302,7 +301,7 @@ class KVStore(Interface):
         """
         if count <= 0:
             return 0
-        sql, params = _prefix_clause(prefix)
+        sql, params = prefix_range("key", prefix)
         return self._change(
             f"""
             DELETE FROM bh_kv WHERE key IN (
@@ -401,34 +400,8 @@ def _chunks(keys: Iterable[str]) -> Iterable[list[str]]:
 
 
 def _match_clause(prefix: str, glob: str | None) -> tuple[str, tuple[str, ...]]:
-    """`_prefix_clause`, narrowed further by a GLOB pattern on the whole key if one is given."""
-    sql, params = _prefix_clause(prefix)
+    """`prefix_range`, narrowed further by a GLOB pattern on the whole key if one is given."""
+    sql, params = prefix_range("key", prefix)
     if glob is None:
         return sql, params
     return f"{sql} AND key GLOB ?", (*params, glob)
-
-
-def _prefix_clause(prefix: str) -> tuple[str, tuple[str, ...]]:
-    """A case-sensitive, index-friendly range condition matching keys that start with ``prefix``.
-
-    A range (``key >= prefix AND key < successor``) rather than LIKE: LIKE is
-    case-insensitive for ASCII and treats ``%`` and ``_`` as wildcards.
-    """
-    if not prefix:
-        return "1", ()
-    upper = _successor(prefix)
-    if upper is None:
-        return "key >= ?", (prefix,)
-    return "key >= ? AND key < ?", (prefix, upper)
-
-
-def _successor(prefix: str) -> str | None:
-    """The smallest string greater than every string starting with ``prefix`` (UTF-8 byte order)."""
-    chars = list(prefix)
-    while chars:
-        code = ord(chars.pop()) + 1
-        if 0xD800 <= code <= 0xDFFF:
-            code = 0xE000
-        if code <= sys.maxunicode:
-            return "".join(chars) + chr(code)
-    return None

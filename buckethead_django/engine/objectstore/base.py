@@ -11,10 +11,10 @@ import contextlib
 import datetime as dt
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 #: What a put accepts: bytes, a path to a file, or a readable binary stream.
 Source = bytes | bytearray | memoryview | Path | BinaryIO
@@ -49,6 +49,11 @@ class ObjectStore(Protocol):
     Conditional writes: ``if_none_match=True`` creates the object only if it
     does not exist; ``if_match=etag`` replaces it only if it is still that
     version. Either raises `PreconditionFailed` when refused.
+
+    ``extra`` carries service-specific upload parameters, named as in S3's
+    ``PutObject`` (``CacheControl``, ``ContentDisposition``...), so callers such
+    as the Django storage can pass them through unchanged. A store that has no
+    such notion ignores them.
     """
 
     def describe(self) -> str:
@@ -64,6 +69,7 @@ class ObjectStore(Protocol):
         metadata: dict[str, str] | None = None,
         if_none_match: bool = False,
         if_match: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> ObjectInfo: ...
 
     def get(self, key: str) -> bytes: ...

@@ -18,9 +18,9 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..errors import ObjectNotFound, ObjectStoreError, PreconditionFailed
 from .base import COPY_CHUNK, ListPage, ObjectInfo, Source, copy_stream, write_file_atomically
@@ -109,7 +109,9 @@ class LocalObjectStore:
         metadata: dict[str, str] | None = None,
         if_none_match: bool = False,
         if_match: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> ObjectInfo:
+        """Write the object; ``extra`` (S3 upload parameters) is ignored, as no HTTP server reads it here."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -111,16 +111,18 @@ class S3ObjectStore:
         metadata: dict[str, str] | None = None,
         if_none_match: bool = False,
         if_match: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> ObjectInfo:
-        extra: dict[str, Any] = {}
+        """Upload the object; ``extra`` becomes PutObject parameters (``content_type``/``metadata`` win)."""
+        args: dict[str, Any] = dict(extra or {})
         if content_type:
-            extra["ContentType"] = content_type
+            args["ContentType"] = content_type
         if metadata:
-            extra["Metadata"] = metadata
+            args["Metadata"] = {**args.get("Metadata", {}), **metadata}
         with _as_file(data) as body, self._errors(key):
             if if_none_match or if_match is not None:
-                return self._conditional_put(key, body, extra, if_none_match=if_none_match, if_match=if_match)
-            self._client.upload_fileobj(body, self.bucket, key, ExtraArgs=extra, Config=self._transfer)
+                return self._conditional_put(key, body, args, if_none_match=if_none_match, if_match=if_match)
+            self._client.upload_fileobj(body, self.bucket, key, ExtraArgs=args, Config=self._transfer)
         info = self.head(key)
         if info is None:
             raise ObjectStoreError(f"{self.describe()} accepted {key!r} but it is not readable back")

@@ -1,0 +1,11 @@
+"""URLs of the buckethead_django app. Include them once: ``path("buckethead/", include("buckethead_django.urls"))``."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "buckethead_django"
+
+urlpatterns = [
+    path("files/<str:token>/<str:filename>", views.serve_file, name="file"),
+]

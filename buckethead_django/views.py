@@ -1,0 +1,41 @@
+"""Views: the signed, expiring file links that `BucketHeadStorage.url()` makes with the local backend."""
+
+from __future__ import annotations
+
+import time
+
+from django.core import signing
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, HttpRequest
+from django.utils.cache import patch_cache_control
+from django.views.decorators.http import require_safe
+
+from .engine import ObjectNotFound
+from .runtime import get_buckethead
+from .storage import SignedBlob
+
+
+@require_safe
+def serve_file(request: HttpRequest, token: str, filename: str) -> FileResponse:
+    """Stream the blob a valid, unexpired token names; 403 for a bad or expired token.
+
+    The response is sandboxed (``Content-Security-Policy: sandbox``, no MIME
+    sniffing) because it serves uploaded content from the site's own origin:
+    an uploaded HTML or SVG file must not run script with the site's cookies.
+    """
+    try:
+        grant = SignedBlob.from_token(token)
+    except signing.BadSignature as exc:
+        raise PermissionDenied(f"invalid or expired file link: {exc}") from exc
+    if filename != grant.filename:
+        raise PermissionDenied("the file link was altered")
+    try:
+        stream = get_buckethead().files.open(grant.bh_key)
+    except ObjectNotFound:
+        raise Http404("the file no longer exists") from None
+    response = FileResponse(stream, content_type=grant.content_type, filename=grant.filename)
+    response["ETag"] = f'"{grant.bh_key}"'
+    response["Content-Security-Policy"] = "sandbox"
+    response["X-Content-Type-Options"] = "nosniff"
+    patch_cache_control(response, private=True, max_age=max(0, grant.expires_at - int(time.time())))
+    return response
