@@ -29,8 +29,11 @@ def serve_file(request: HttpRequest, token: str, filename: str) -> FileResponse:
         raise PermissionDenied(f"invalid or expired file link: {exc}") from exc
     if filename != grant.filename:
         raise PermissionDenied("the file link was altered")
+    files = get_buckethead().files
+    if not files.exists(grant.bh_key):
+        raise Http404("the file no longer exists")  # deleted: its object only waits for the next snapshot
     try:
-        stream = get_buckethead().files.open(grant.bh_key)
+        stream = files.open(grant.bh_key)
     except ObjectNotFound:
         raise Http404("the file no longer exists") from None
     response = FileResponse(stream, content_type=grant.content_type, filename=grant.filename)

@@ -116,6 +116,7 @@ def test_delete_removes_row_and_object(engine: BucketSQLite) -> None:
     bh_key = engine.files.put(b"bye")
     assert engine.files.delete(bh_key) is True
     assert engine.files.exists(bh_key) is False
+    engine.force_flush()
     assert blob_objects(engine.store) == []
     assert engine.files.delete(bh_key) is False
 
@@ -239,6 +240,8 @@ def test_a_blob_is_deleted_with_its_last_name_only(engine: BucketSQLite) -> None
     assert blob_objects(engine.store) == [f"files/{bh_key}"], "two.bin still uses the blob"
     assert engine.files.exists(bh_key)
     assert engine.files.delete_name("two.bin") is True
+    assert blob_objects(engine.store) == [f"files/{bh_key}"], "the object waits for a snapshot without its name"
+    engine.force_flush()
     assert blob_objects(engine.store) == []
     assert not engine.files.exists(bh_key)
     assert engine.files.delete_name("two.bin") is False
@@ -248,6 +251,7 @@ def test_deleting_a_name_leaves_blobs_put_without_a_name_to_their_owner(engine: 
     raw = engine.files.put(b"kept by bh-key")
     engine.files.save_name("named.txt", b"other content")
     engine.files.delete_name("named.txt")
+    engine.force_flush()
     assert blob_objects(engine.store) == [f"files/{raw}"]
 
 
@@ -274,6 +278,7 @@ def test_overwrite_replaces_the_name_and_collects_the_old_blob(engine: BucketSQL
     assert kept is not None
     replaced = engine.files.save_name("backup.png", b"new picture", overwrite=True)
     assert replaced.bh_key == new.bh_key
+    engine.force_flush()
     assert sorted(blob_objects(engine.store)) == [f"files/{new.bh_key}"]
 
 
@@ -362,3 +367,44 @@ def test_put_passes_upload_parameters_to_the_bucket(engine: BucketSQLite, reques
         return
     head = request.getfixturevalue("moto").client().head_object(Bucket=engine.config.bucket, Key=f"files/{bh_key}")
     assert head["CacheControl"] == "public, max-age=86400"
+
+
+def test_a_deleted_blob_survives_a_crash_before_the_next_snapshot(make_engine) -> None:
+    """Rows are deleted at once, objects only after a snapshot: a crash in between restores a working file."""
+    bh = make_engine().start()
+    saved = bh.files.save_name("report.pdf", b"%PDF quarterly")
+    bh.force_flush()
+    assert bh.files.delete_name("report.pdf") is True
+    assert blob_objects(bh.store) == [saved.object_key], "nothing is deleted before the snapshot"
+    # The process dies here: no flush, no stop().
+    with make_engine() as restarted:
+        restored = restarted.files.resolve("report.pdf")
+        assert restored is not None, "the last snapshot still has the name"
+        assert restarted.files.get(restored.bh_key) == b"%PDF quarterly", "and its blob is still there"
+
+
+def test_content_saved_again_before_the_snapshot_keeps_its_blob(engine: BucketSQLite) -> None:
+    first = engine.files.save_name("a.txt", b"same")
+    engine.files.delete_name("a.txt")
+    again = engine.files.save_name("b.txt", b"same")
+    engine.force_flush()
+    assert blob_objects(engine.store) == [first.object_key]
+    assert engine.files.get(again.bh_key) == b"same"
+
+
+def test_pending_deletions_run_after_an_unchanged_flush_too(engine: BucketSQLite, monkeypatch) -> None:
+    saved = engine.files.save_name("x.txt", b"x")
+    engine.force_flush()
+    engine.files.delete_name("x.txt")
+    failing = engine.store.delete
+
+    def unreachable(key: str) -> None:
+        raise OSError("bucket unreachable")
+
+    monkeypatch.setattr(engine.store, "delete", unreachable)
+    assert engine.force_flush().uploaded, "the snapshot is written even if the delete that follows fails"
+    assert engine.files.pending_deletions() == [saved.object_key], "and the delete is retried later"
+    monkeypatch.setattr(engine.store, "delete", failing)
+    assert engine.force_flush().reason == "unchanged"
+    assert engine.files.pending_deletions() == []
+    assert blob_objects(engine.store) == []

@@ -264,10 +264,13 @@ class BucketSQLite:
                 self._call(self._on_flush_error, self.last_error)
                 raise self.last_error from exc
             if not changed:
+                # Nothing changed since the last snapshot, so it already records every pending deletion.
+                self._delete_unreferenced_blobs(self._require(self._files).pending_deletions())
                 self.last_flush = FlushResult(uploaded=False, reason="unchanged", at=time.time())
                 return self.last_flush
             self._call(self._on_flush_start)
             started = time.perf_counter()
+            doomed = self._require(self._files).pending_deletions()  # their row deletions precede the capture
             try:
                 image = snapshot.capture(self._require(self._watcher))
                 info = snapshot.upload(
@@ -292,8 +295,20 @@ class BucketSQLite:
                 at=time.time(),
             )
             result = self.last_flush
+            self._delete_unreferenced_blobs(doomed)
         self._call(self._on_flush_complete, duration, len(image.data))
         return result
+
+    def _delete_unreferenced_blobs(self, object_keys: list[str]) -> None:
+        """Delete blobs whose removal a snapshot in the bucket now records; failures are retried next time."""
+        if not object_keys:
+            return
+        try:
+            self._require(self._files).delete_unreferenced(object_keys)
+        except Exception:
+            logger.exception(
+                "BucketSQLite could not delete unreferenced blobs from %s; will retry", self.store.describe()
+            )
 
     def _explain_lock(self, exc: Exception) -> Exception:
         """Turn SQLite's bare "database is locked" into an error that says what to do."""

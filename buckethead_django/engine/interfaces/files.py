@@ -15,7 +15,10 @@ concurrent save without being uploaded again.
 
 Blob objects are uploaded at once, while their rows live in the in-memory
 database until the next snapshot; `gc` therefore only deletes unreferenced
-objects older than a grace window.
+objects older than a grace window. Deleting works the other way round: the
+rows go at once, the object only after a snapshot without those rows is in
+the bucket (`pending_deletions` / `delete_unreferenced`, driven by
+`BucketSQLite`), so a crash in between never restores a row whose blob is gone.
 """
 
 from __future__ import annotations
@@ -126,6 +129,8 @@ class FileStore(Interface):
         self._clock = clock
         self._objects: ObjectStore = store
         self._blob_locks = tuple(threading.RLock() for _ in range(_BLOB_LOCK_STRIPES))
+        self._doomed: list[str] = []
+        self._doomed_lock = threading.Lock()
         super().__init__(conn, store)
 
     def _init_schema(self) -> None:
@@ -220,16 +225,48 @@ class FileStore(Interface):
         )
 
     def delete(self, bh_key: str) -> bool:
-        """Remove the blob and its row; True if the row existed.
+        """Remove the blob, its row and every name that refers to it; True if the row existed.
 
-        This is the bh-key level operation: names that refer to the blob are
-        left pointing at nothing. Use `delete_name` to remove a named file.
+        This is the bh-key level operation ("this content must go"). Use
+        `delete_name` to remove one named file while other names keep the blob.
+        The object itself is deleted once the next snapshot is in the bucket.
         """
         self._check_writable()
-        with self._blob_lock(bh_key):
-            info = self.head(bh_key)
-            self._objects.delete(info.object_key if info else self.object_key(bh_key))
-            return self._change("DELETE FROM filestore WHERE bh_key = ?", (bh_key,)) > 0
+        with self._blob_lock(bh_key), self._transaction() as conn:
+            row = conn.execute("SELECT object_key FROM filestore WHERE bh_key = ?", (bh_key,)).fetchone()
+            conn.execute("DELETE FROM bh_file_names WHERE bh_key = ?", (bh_key,))
+            conn.execute("DELETE FROM filestore WHERE bh_key = ?", (bh_key,))
+            self._doom(row[0] if row else self.object_key(bh_key))
+        return row is not None
+
+    def _doom(self, object_key: str) -> None:
+        """Schedule ``object_key`` for deletion once a snapshot without its row is in the bucket."""
+        with self._doomed_lock:
+            self._doomed.append(object_key)
+
+    def pending_deletions(self) -> list[str]:
+        """Blob objects whose rows are gone, waiting for a snapshot that records it."""
+        with self._doomed_lock:
+            return list(self._doomed)
+
+    def delete_unreferenced(self, object_keys: list[str]) -> list[str]:
+        """Delete these blob objects, except any that a row refers to again; returns those deleted.
+
+        Call it only once a snapshot taken after `pending_deletions` returned
+        ``object_keys`` is in the bucket. An object whose delete fails stays
+        pending and is tried again after the next snapshot.
+        """
+        deleted: list[str] = []
+        for object_key in object_keys:
+            bh_key = object_key.removeprefix(self.prefix)
+            lock = self._blob_lock(bh_key) if _BH_KEY.match(bh_key) else contextlib.nullcontext()
+            with lock:
+                if self._one("SELECT 1 FROM filestore WHERE object_key = ?", (object_key,)) is None:
+                    self._objects.delete(object_key)
+                    deleted.append(object_key)
+                with self._doomed_lock:
+                    self._doomed.remove(object_key)
+        return deleted
 
     def _blob_lock(self, bh_key: str) -> contextlib.AbstractContextManager[bool]:
         """The lock that serialises storing and deleting the blob ``bh_key``."""
@@ -318,16 +355,15 @@ class FileStore(Interface):
 
         The decision and the row's removal are one transaction, and the blob's
         lock keeps a concurrent save of the same content out until the object
-        is gone. The row goes first: if the object delete then fails, what is
-        left is an orphan object, which `gc` removes, never a row without an object.
+        is recorded. The object itself is deleted after the next snapshot (see
+        `delete_unreferenced`), and not at all if the content is saved again first.
         """
-        with self._blob_lock(bh_key):
-            with self._transaction() as conn:
-                if conn.execute("SELECT 1 FROM bh_file_names WHERE bh_key = ? LIMIT 1", (bh_key,)).fetchone():
-                    return False
-                row = conn.execute("SELECT object_key FROM filestore WHERE bh_key = ?", (bh_key,)).fetchone()
-                conn.execute("DELETE FROM filestore WHERE bh_key = ?", (bh_key,))
-            self._objects.delete(row[0] if row else self.object_key(bh_key))
+        with self._blob_lock(bh_key), self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM bh_file_names WHERE bh_key = ? LIMIT 1", (bh_key,)).fetchone():
+                return False
+            row = conn.execute("SELECT object_key FROM filestore WHERE bh_key = ?", (bh_key,)).fetchone()
+            conn.execute("DELETE FROM filestore WHERE bh_key = ?", (bh_key,))
+            self._doom(row[0] if row else self.object_key(bh_key))
         return True
 
     def list_names(self, prefix: str = "") -> list[NamedFile]:
