@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from buckethead_django.engine.lease import LEASE_SUFFIX
 from buckethead_django.engine.objectstore import ObjectInfo, ObjectStore, Source
 
 
@@ -14,6 +15,11 @@ class RecordingStore:
         self.inner = inner
         self.puts: list[str] = []
         self.copies: list[tuple[str, str]] = []
+
+    @property
+    def data_puts(self) -> list[str]:
+        """The puts of data (snapshots, blobs), leaving out the writer lease's own upkeep."""
+        return [key for key in self.puts if not key.endswith(LEASE_SUFFIX)]
 
     def put(self, key: str, data: Source, **kwargs: Any) -> ObjectInfo:
         self.puts.append(key)

@@ -123,15 +123,15 @@ def test_idle_flushes_upload_nothing_and_do_not_read_the_database(
 
     for _ in range(5):
         assert bh.force_flush().reason == "unchanged"
-    assert store.puts == []
+    assert store.data_puts == []
     assert captures == []
 
     bh.kv.set("k", "v")
     assert bh.force_flush().uploaded
-    assert store.puts == [KEY]
+    assert store.data_puts == [KEY]
     for _ in range(5):
         assert not bh.flush().uploaded
-    assert store.puts == [KEY], "nothing changed after the flush, so nothing more is uploaded"
+    assert store.data_puts == [KEY], "nothing changed after the flush, so nothing more is uploaded"
     assert captures == [1]
 
 
@@ -158,7 +158,7 @@ def test_a_restored_database_that_nobody_writes_is_never_uploaded(
     assert reader.kv.get("k") == "v"
     reader.flush()
     reader.stop()
-    assert store.puts == [], "an idle process must never roll back a newer snapshot written elsewhere"
+    assert store.data_puts == [], "an idle process must never roll back a newer snapshot written elsewhere"
 
 
 def test_flush_is_debounced(make_engine: EngineFactory) -> None:
@@ -475,4 +475,4 @@ def test_a_read_only_view_reads_the_snapshot_and_refuses_every_write(
     with pytest.raises(ReadOnlyError):
         view.force_flush()
     view.stop()
-    assert store.puts == [], "a read-only view never uploads, not even a blob"
+    assert store.puts == [], "a read-only view never uploads anything, not even a lease or a blob"

@@ -17,7 +17,9 @@ from .errors import (
     ValueTooLarge,
 )
 from .interfaces import FileInfo, FileStore, GcReport, Interface, KVStore
+from .lease import WriterLease, read_lease
 from .objectstore import LocalObjectStore, ObjectInfo, ObjectStore, S3ObjectStore, open_object_store
+from .snapshot import SnapshotEntry, list_snapshots
 
 __all__ = [
     "BucketConfig",
@@ -40,7 +42,11 @@ __all__ = [
     "S3ObjectStore",
     "SnapshotConfig",
     "SnapshotCorrupt",
+    "SnapshotEntry",
     "SnapshotError",
     "ValueTooLarge",
+    "WriterLease",
+    "list_snapshots",
     "open_object_store",
+    "read_lease",
 ]

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
@@ -29,7 +31,9 @@ from .config import BucketConfig, SnapshotConfig
 from .errors import NotStarted, ReadOnlyError, SnapshotError
 from .interfaces import FileStore, KVStore
 from .interfaces.kv import DEFAULT_MAX_VALUE_BYTES
-from .objectstore import ObjectInfo, ObjectStore, open_object_store
+from .lease import DEFAULT_LEASE_SECONDS, WriterLease, lease_key, read_lease
+from .objectstore import ObjectInfo, ObjectStore, Progress, open_object_store
+from .snapshot import SnapshotEntry
 
 logger = logging.getLogger("buckethead_django.engine")
 
@@ -77,6 +81,7 @@ class BucketSQLite:
         kv_max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         background_flush: bool = True,
         read_only_reason: str | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         self.config = config
         self.snapshot_config = snapshot_config or SnapshotConfig()
@@ -85,6 +90,9 @@ class BucketSQLite:
         self.kv_max_value_bytes = kv_max_value_bytes
         self.background_flush = background_flush
         self.read_only_reason = read_only_reason
+        self.lease_seconds = lease_seconds
+        #: This engine's own writer lease while it runs as the writer.
+        self.lease: WriterLease | None = None
         self._on_flush_start = on_flush_start
         self._on_flush_complete = on_flush_complete
         self._on_flush_error = on_flush_error
@@ -137,6 +145,12 @@ class BucketSQLite:
                 for c in (conn, kv_conn, files_conn):
                     c.execute("PRAGMA query_only = ON")
                 kv.read_only_reason = files.read_only_reason = self.read_only_reason
+            if not self.read_only:
+                try:
+                    self._write_lease()
+                except BaseException:
+                    self._close_connections()
+                    raise
             self._conn, self._watcher, self._kv, self._files = conn, watcher, kv, files
             # What is in memory now is what the bucket holds (schema creation aside,
             # which every start repeats): nothing to upload until something changes.
@@ -167,6 +181,7 @@ class BucketSQLite:
             thread.join()
         if not self.read_only:
             self.force_flush()
+            self._release_lease()
         with self._state_lock:
             self._close_connections()
             self._conn = self._watcher = None
@@ -323,11 +338,101 @@ class BucketSQLite:
         return int(self._require(self._watcher).execute("PRAGMA data_version").fetchone()[0])
 
     def _flush_loop(self) -> None:
-        while not self._stop_event.wait(self.snapshot_config.interval_seconds):
+        """Flush every ``interval_seconds``; renew the lease when half of it has passed."""
+        interval = self.snapshot_config.interval_seconds
+        tick = min(interval, self.lease_seconds / 4)
+        next_flush = time.monotonic() + interval
+        while not self._stop_event.wait(tick):
             try:
-                self.flush()
+                if self.lease is not None and time.time() >= self.lease.renewed_at + self.lease_seconds / 2:
+                    self._write_lease()
+                if time.monotonic() >= next_flush:
+                    next_flush = time.monotonic() + interval
+                    self.flush()
             except Exception:
-                logger.exception("BucketSQLite background flush to %s failed; will retry", self.store.describe())
+                logger.exception("BucketSQLite background work on %s failed; will retry", self.store.describe())
+
+    # -- the writer lease --------------------------------------------------------------
+
+    def writer_lease(self) -> WriterLease | None:
+        """The bucket's current writer lease (this process's or another's), live or expired, or None."""
+        return read_lease(self.store, self.config.key)
+
+    def _write_lease(self) -> None:
+        """Take or renew this process's lease on the bucket."""
+        lease = WriterLease.for_this_process(self.lease_seconds, self.lease.started_at if self.lease else None)
+        self.store.put(lease_key(self.config.key), lease.to_json(), content_type="application/json")
+        self.lease = lease
+
+    def _release_lease(self) -> None:
+        """Delete the lease after the final flush, unless another process has taken it since."""
+        if self.lease is None:
+            return
+        try:
+            current = self.writer_lease()
+            if current is None or current.holder == self.lease.holder:
+                self.store.delete(lease_key(self.config.key))
+        except Exception:
+            logger.exception("BucketSQLite could not release its writer lease on %s", self.store.describe())
+        self.lease = None
+
+    # -- operator actions --------------------------------------------------------------
+
+    def snapshot(self, label: str | None = None) -> SnapshotEntry:
+        """Make the bucket hold the current state now; with ``label``, also keep it under that name.
+
+        Labelled snapshots are never replaced by later flushes.
+        """
+        self.force_flush()
+        if label is None:
+            return snapshot.find_snapshot(self.store, self.config.key, snapshot.LATEST)
+        snapshot.validate_label(label)
+        if self.store.head(self.config.key) is None:
+            # Nothing was ever flushed (an empty, unchanged database): label the current image itself.
+            with self._flush_lock:
+                image = snapshot.capture(self._require(self._watcher))
+            return snapshot.write_label(self.store, self.config.key, label, image)
+        return snapshot.copy_to_label(self.store, self.config.key, label)
+
+    def restore(self, source: str | Path, *, progress: Progress | None = None) -> SnapshotEntry:
+        """Replace the live database with a snapshot (by name) or a local SQLite file, and flush it.
+
+        The source is validated first; if it is not a whole, valid SQLite
+        database nothing changes. The current state is kept first as the
+        labelled snapshot ``pre-restore-<UTC time>``, which is returned, so
+        the restore itself can be undone.
+        """
+        self._require(self._conn)
+        if self.read_only_reason is not None:
+            raise ReadOnlyError(self.read_only_reason)
+        with tempfile.TemporaryDirectory(prefix="buckethead-restore-") as tmp:
+            if isinstance(source, Path):
+                snapshot.validate(source, str(source))
+                path = source
+            else:
+                entry = snapshot.find_snapshot(self.store, self.config.key, source)
+                path = Path(tmp) / "snapshot.db"
+                snapshot.download(self.store, entry.key, path, progress=progress)
+            kept = self.snapshot(label="pre-restore-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+            with self._flush_lock:
+                src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                try:
+                    src.backup(self._require(self._conn))
+                finally:
+                    src.close()
+        # The restored file may predate columns or tables the interfaces need.
+        self.kv._init_schema()
+        self.files._init_schema()
+        self.force_flush()
+        return kept
+
+    def stats(self) -> dict[str, int]:
+        """Database size in bytes, and the numbers of KV entries and stored files."""
+        with self._flush_lock:
+            watcher = self._require(self._watcher)
+            page_count = int(watcher.execute("PRAGMA page_count").fetchone()[0])
+            page_size = int(watcher.execute("PRAGMA page_size").fetchone()[0])
+        return {"database_bytes": page_count * page_size, "kv_entries": len(self.kv), "files": len(self.files)}
 
     def _call(self, callback: Callable[..., None] | None, *args: object) -> None:
         """Run a user callback; its failure is logged, never allowed to break a flush."""

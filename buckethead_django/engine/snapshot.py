@@ -10,14 +10,16 @@ it has proved to be a whole, valid SQLite database: a damaged object raises
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
+import re
 import sqlite3
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SnapshotCorrupt
-from .objectstore import ObjectInfo, ObjectStore
+from .objectstore import ObjectInfo, ObjectStore, Progress, iter_objects
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 CONTENT_TYPE = "application/vnd.sqlite3"
@@ -113,3 +115,101 @@ def validate(path: Path, key: str) -> None:
             conn.close()
     if rows != ["ok"]:
         raise SnapshotCorrupt(key, "integrity_check failed: " + "; ".join(rows[:5]))
+
+
+# -- the catalogue of restorable snapshots ----------------------------------------------
+
+LABEL_INFIX = ".label."
+LATEST, PREVIOUS = "latest", "previous"
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class SnapshotEntry:
+    """One restorable snapshot: ``latest``, ``previous`` (``<key>.prev``) or a label (``<key>.label.<name>``)."""
+
+    name: str
+    kind: str
+    key: str
+    size: int
+    last_modified: dt.datetime
+    etag: str
+
+
+def label_key(key: str, label: str) -> str:
+    """The object key of the snapshot labelled ``label``."""
+    return key + LABEL_INFIX + validate_label(label)
+
+
+def validate_label(label: str) -> str:
+    """``label`` if it can name a snapshot: letters, digits, '.', '_' and '-', at most 100, not a reserved name."""
+    if not isinstance(label, str) or not _LABEL.match(label) or label in (LATEST, PREVIOUS):
+        raise ValueError(
+            f"snapshot label {label!r} is not valid: use 1 to 100 letters, digits, '.', '_' or '-', starting with a "
+            f"letter or digit, and not {LATEST!r} or {PREVIOUS!r}"
+        )
+    return label
+
+
+def list_snapshots(store: ObjectStore, key: str) -> list[SnapshotEntry]:
+    """Every restorable snapshot: the latest, the previous one, then labelled ones, newest first."""
+    entries = []
+    for name, kind, object_key in ((LATEST, LATEST, key), (PREVIOUS, PREVIOUS, key + PREVIOUS_SUFFIX)):
+        info = store.head(object_key)
+        if info is not None:
+            entries.append(_entry(name, kind, info))
+    labelled = [
+        _entry(info.key[len(key) + len(LABEL_INFIX) :], "labelled", info)
+        for info in iter_objects(store, key + LABEL_INFIX)
+    ]
+    return entries + sorted(labelled, key=lambda e: e.last_modified, reverse=True)
+
+
+def find_snapshot(store: ObjectStore, key: str, name: str) -> SnapshotEntry:
+    """The snapshot called ``name`` (``latest``, ``previous`` or a label); KeyError if there is none."""
+    if name == LATEST:
+        object_key, kind = key, LATEST
+    elif name == PREVIOUS:
+        object_key, kind = key + PREVIOUS_SUFFIX, PREVIOUS
+    else:
+        try:
+            object_key, kind = label_key(key, name), "labelled"
+        except ValueError:
+            raise KeyError(name) from None
+    info = store.head(object_key)
+    if info is None:
+        raise KeyError(name)
+    return _entry(name, kind, info)
+
+
+def copy_to_label(store: ObjectStore, key: str, label: str) -> SnapshotEntry:
+    """Keep the latest durable snapshot under ``label`` (a server-side copy); KeyError if there is none yet."""
+    target = label_key(key, label)
+    if store.head(key) is None:
+        raise KeyError(LATEST)
+    return _entry(label, "labelled", store.copy(key, target))
+
+
+def write_label(store: ObjectStore, key: str, label: str, image: Capture) -> SnapshotEntry:
+    """Store ``image`` as the snapshot labelled ``label``."""
+    info = store.put(label_key(key, label), image.data, content_type=CONTENT_TYPE, metadata={"sha256": image.sha256})
+    return _entry(label, "labelled", info)
+
+
+def download(store: ObjectStore, object_key: str, dest: Path, *, progress: Progress | None = None) -> ObjectInfo:
+    """Download a snapshot to ``dest`` and validate it there; nothing is left at ``dest`` if it is not valid."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f".{dest.name}.part")
+    try:
+        info = store.get_to(object_key, part, progress=progress)
+        validate(part, object_key)
+        part.replace(dest)
+        return info
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _entry(name: str, kind: str, info: ObjectInfo) -> SnapshotEntry:
+    return SnapshotEntry(
+        name=name, kind=kind, key=info.key, size=info.size, last_modified=info.last_modified, etag=info.etag
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import BucketConfig
-from .base import ListPage, ObjectInfo, ObjectStore, Source, iter_objects
+from .base import ListPage, ObjectInfo, ObjectStore, Progress, Source, iter_objects
 from .local import LocalObjectStore
 from .s3 import S3ObjectStore
 
@@ -20,6 +20,7 @@ __all__ = [
     "LocalObjectStore",
     "ObjectInfo",
     "ObjectStore",
+    "Progress",
     "S3ObjectStore",
     "Source",
     "iter_objects",

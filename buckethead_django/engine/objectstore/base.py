@@ -11,7 +11,7 @@ import contextlib
 import datetime as dt
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
@@ -20,6 +20,9 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 Source = bytes | bytearray | memoryview | Path | BinaryIO
 
 COPY_CHUNK = 1024 * 1024
+
+#: Called with the number of bytes moved since the last call, like boto3's transfer ``Callback``.
+Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class ObjectStore(Protocol):
 
     def get(self, key: str) -> bytes: ...
 
-    def get_to(self, key: str, dest: Path | BinaryIO) -> ObjectInfo: ...
+    def get_to(self, key: str, dest: Path | BinaryIO, *, progress: Progress | None = None) -> ObjectInfo: ...
 
     def open(self, key: str) -> BinaryIO: ...
 
@@ -106,7 +109,9 @@ class Writable(Protocol):
     def write(self, data: bytes, /) -> int: ...
 
 
-def copy_stream(src: BinaryIO, dst: Writable, *, digests: tuple[Digest, ...] = ()) -> int:
+def copy_stream(
+    src: BinaryIO, dst: Writable, *, digests: tuple[Digest, ...] = (), progress: Progress | None = None
+) -> int:
     """Copy ``src`` to ``dst`` in fixed-size chunks, feeding ``digests``; returns bytes copied."""
     total = 0
     while chunk := src.read(COPY_CHUNK):
@@ -114,16 +119,18 @@ def copy_stream(src: BinaryIO, dst: Writable, *, digests: tuple[Digest, ...] = (
             digest.update(chunk)
         dst.write(chunk)
         total += len(chunk)
+        if progress is not None:
+            progress(len(chunk))
     return total
 
 
-def write_file_atomically(dest: Path, src: BinaryIO) -> int:
+def write_file_atomically(dest: Path, src: BinaryIO, *, progress: Progress | None = None) -> int:
     """Write ``src`` to ``dest`` through a temporary file so ``dest`` is never half-written."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.part"
     try:
         with open(tmp, "wb") as out:
-            size = copy_stream(src, out)
+            size = copy_stream(src, out, progress=progress)
         os.replace(tmp, dest)
         return size
     finally:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import ObjectNotFound, ObjectStoreError, PreconditionFailed
-from .base import COPY_CHUNK, ListPage, ObjectInfo, Source, copy_stream, write_file_atomically
+from .base import COPY_CHUNK, ListPage, ObjectInfo, Progress, Source, copy_stream, write_file_atomically
 
 META_DIR = ".bh-meta"
 TMP_PREFIX = ".bh-tmp-"
@@ -157,14 +157,14 @@ class LocalObjectStore:
         with self.open(key) as f:
             return f.read()
 
-    def get_to(self, key: str, dest: Path | BinaryIO) -> ObjectInfo:
+    def get_to(self, key: str, dest: Path | BinaryIO, *, progress: Progress | None = None) -> ObjectInfo:
         path = self._path(key)
         with self.open(key) as src:
             info = self._info(key, path)
             if isinstance(dest, Path):
-                write_file_atomically(dest, src)
+                write_file_atomically(dest, src, progress=progress)
             else:
-                copy_stream(src, dest)
+                copy_stream(src, dest, progress=progress)
         return info
 
     def open(self, key: str) -> BinaryIO:

@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..config import BucketConfig
 from ..errors import ObjectNotFound, ObjectStoreError, PreconditionFailed
-from .base import ListPage, ObjectInfo, Source, copy_stream
+from .base import ListPage, ObjectInfo, Progress, Source, copy_stream
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client  # pragma: no cover
@@ -161,7 +161,7 @@ class S3ObjectStore:
         with self._errors(key):
             return self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
-    def get_to(self, key: str, dest: Path | BinaryIO) -> ObjectInfo:
+    def get_to(self, key: str, dest: Path | BinaryIO, *, progress: Progress | None = None) -> ObjectInfo:
         info = self.head(key)
         if info is None:
             raise ObjectNotFound(key)
@@ -169,9 +169,9 @@ class S3ObjectStore:
             if isinstance(dest, Path):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 # download_file writes to a temporary name and renames it into place.
-                self._client.download_file(self.bucket, key, str(dest), Config=self._transfer)
+                self._client.download_file(self.bucket, key, str(dest), Config=self._transfer, Callback=progress)
             else:
-                self._client.download_fileobj(self.bucket, key, dest, Config=self._transfer)
+                self._client.download_fileobj(self.bucket, key, dest, Config=self._transfer, Callback=progress)
         return info
 
     def open(self, key: str) -> BinaryIO:

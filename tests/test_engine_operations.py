@@ -1,0 +1,203 @@
+"""Engine features for operators: the writer lease, labelled snapshots, the catalogue, restore, stats."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from buckethead_django.engine import BucketSQLite, ReadOnlyError, SnapshotConfig, SnapshotCorrupt, read_lease
+from buckethead_django.engine import snapshot as snap
+from buckethead_django.engine.lease import WriterLease, lease_key
+from buckethead_django.engine.objectstore import ObjectStore
+
+from .conftest import EngineFactory
+
+KEY = "bucketsqlite/snap.db"
+
+
+# -- the writer lease --------------------------------------------------------------------
+
+
+def test_a_writer_holds_the_lease_while_it_runs(make_engine: EngineFactory, store: ObjectStore) -> None:
+    assert read_lease(store, KEY) is None
+    bh = make_engine().start()
+    lease = read_lease(store, KEY)
+    assert lease is not None
+    assert lease.live
+    assert (lease.host, lease.pid) == (socket.gethostname(), os.getpid())
+    assert lease.holder == f"{lease.host}:{lease.pid}"
+    assert bh.lease == lease
+    assert bh.writer_lease() == lease
+    bh.stop()
+    assert read_lease(store, KEY) is None, "released after the final flush"
+
+
+def test_a_read_only_view_takes_no_lease(make_engine: EngineFactory, store: ObjectStore) -> None:
+    make_engine(read_only_reason="reader").start()
+    assert read_lease(store, KEY) is None
+
+
+def test_the_lease_is_renewed_while_the_writer_runs(make_engine: EngineFactory, store: ObjectStore) -> None:
+    bh = make_engine(
+        snapshot=SnapshotConfig(interval_seconds=0.05, min_interval_seconds=0), background_flush=True, lease_seconds=0.4
+    ).start()
+    first = read_lease(store, KEY)
+    assert first is not None
+    time.sleep(1.0)
+    renewed = read_lease(store, KEY)
+    assert renewed is not None
+    assert renewed.renewed_at > first.renewed_at
+    assert renewed.started_at == first.started_at, "the holder's start time is kept"
+    assert renewed.live
+    bh.stop()
+
+
+def test_an_expired_or_damaged_lease(store: ObjectStore) -> None:
+    old = WriterLease("h:1", "h", 1, started_at=1.0, renewed_at=1.0, expires_at=2.0)
+    store.put(lease_key(KEY), old.to_json())
+    lease = read_lease(store, KEY)
+    assert lease == old
+    assert not lease.live
+    store.put(lease_key(KEY), b"{not json")
+    assert read_lease(store, KEY) is None
+
+
+def test_stop_leaves_a_lease_taken_over_by_another_process(make_engine: EngineFactory, store: ObjectStore) -> None:
+    bh = make_engine().start()
+    other = WriterLease("elsewhere:42", "elsewhere", 42, time.time(), time.time(), time.time() + 300)
+    store.put(lease_key(KEY), other.to_json())
+    bh.stop()
+    assert read_lease(store, KEY) == other
+
+
+# -- labelled snapshots and the catalogue ---------------------------------------------
+
+
+def test_labelled_snapshots_are_listed_and_survive_later_flushes(engine: BucketSQLite) -> None:
+    engine.kv.set("v", "1")
+    first = engine.snapshot()
+    assert first.name == "latest"
+    kept = engine.snapshot(label="before-migration")
+    assert (kept.name, kept.kind, kept.key) == ("before-migration", "labelled", f"{KEY}.label.before-migration")
+    engine.kv.set("v", "2")
+    engine.force_flush()
+    engine.kv.set("v", "3")
+    engine.force_flush()
+    names = [(e.name, e.kind) for e in snap.list_snapshots(engine.store, KEY)]
+    assert names == [("latest", "latest"), ("previous", "previous"), ("before-migration", "labelled")]
+    labelled = sqlite3.connect(":memory:")
+    labelled.deserialize(engine.store.get(kept.key))
+    assert labelled.execute("SELECT value FROM bh_kv WHERE key='v'").fetchone() == (b"1",)
+
+
+def test_a_label_of_an_empty_never_flushed_database(engine: BucketSQLite) -> None:
+    entry = engine.snapshot(label="empty")
+    assert snap.find_snapshot(engine.store, KEY, "empty") == entry
+
+
+@pytest.mark.parametrize("label", ["", "latest", "previous", "../x", "a/b", "-dash", "x" * 101, "sp ace"])
+def test_invalid_labels_are_refused(engine: BucketSQLite, label: str) -> None:
+    with pytest.raises(ValueError, match="label"):
+        engine.snapshot(label=label)
+
+
+def test_find_snapshot_of_an_unknown_name(engine: BucketSQLite) -> None:
+    with pytest.raises(KeyError):
+        snap.find_snapshot(engine.store, KEY, "latest")
+    with pytest.raises(KeyError):
+        snap.find_snapshot(engine.store, KEY, "no-such-label")
+    with pytest.raises(KeyError):
+        snap.find_snapshot(engine.store, KEY, "../../etc")
+
+
+def test_download_validates_and_leaves_nothing_when_invalid(engine: BucketSQLite, tmp_path: Path) -> None:
+    engine.kv.set("k", "v")
+    engine.force_flush()
+    moved: list[int] = []
+    dest = tmp_path / "out" / "copy.db"
+    snap.download(engine.store, KEY, dest, progress=moved.append)
+    assert sqlite3.connect(dest).execute("SELECT count(*) FROM bh_kv").fetchone() == (1,)
+    assert sum(moved) == dest.stat().st_size
+    engine.store.put(f"{KEY}.label.broken", b"garbage" * 100)
+    with pytest.raises(SnapshotCorrupt):
+        snap.download(engine.store, f"{KEY}.label.broken", tmp_path / "bad.db")
+    assert list(tmp_path.glob("bad*")) == []
+    assert list(tmp_path.glob(".bad*")) == []
+
+
+# -- restore ----------------------------------------------------------------------------
+
+
+def test_restore_a_named_snapshot_keeps_the_current_state_first(engine: BucketSQLite) -> None:
+    engine.kv.set("v", "good")
+    engine.snapshot(label="good")
+    engine.kv.set("v", "mistake")
+    engine.kv.set("extra", "x")
+    kept = engine.restore("good")
+    assert engine.kv.get("v") == "good"
+    assert engine.kv.get("extra") is None
+    assert kept.name.startswith("pre-restore-")
+    undo = sqlite3.connect(":memory:")
+    undo.deserialize(engine.store.get(kept.key))
+    assert undo.execute("SELECT value FROM bh_kv WHERE key='v'").fetchone() == (b"mistake",), (
+        "the restore can be undone"
+    )
+    latest = sqlite3.connect(":memory:")
+    latest.deserialize(engine.store.get(KEY))
+    assert latest.execute("SELECT value FROM bh_kv WHERE key='v'").fetchone() == (b"good",), "and it is durable"
+
+
+def test_restore_a_local_file_and_upgrade_its_schema(engine: BucketSQLite, tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE bh_kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, created_at REAL NOT NULL, "
+        "updated_at REAL NOT NULL)"
+    )
+    old.execute("INSERT INTO bh_kv VALUES ('from-file', CAST('yes' AS BLOB), 1, 1)")
+    old.commit()
+    old.close()
+    engine.kv.set("before", "x")
+    engine.restore(path)
+    assert engine.kv.get("from-file") == "yes"
+    assert engine.kv.get("before") is None
+    engine.kv.set("ttl", "works", ttl=60)  # needs the expiry column the old file lacked
+    assert engine.kv.ttl("ttl") is not None
+    assert engine.files.list_names() == [], "the names table exists again"
+
+
+def test_restore_of_an_invalid_file_changes_nothing(engine: BucketSQLite, tmp_path: Path) -> None:
+    engine.kv.set("k", "v")
+    engine.force_flush()
+    before = snap.list_snapshots(engine.store, KEY)
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"SQLite format 3\x00" + b"\x00" * 50)
+    with pytest.raises(SnapshotCorrupt):
+        engine.restore(bad)
+    with pytest.raises(KeyError):
+        engine.restore("no-such-snapshot")
+    assert engine.kv.get("k") == "v"
+    assert snap.list_snapshots(engine.store, KEY) == before, "no pre-restore snapshot was made either"
+
+
+def test_a_read_only_view_cannot_restore(make_engine: EngineFactory, tmp_path: Path) -> None:
+    with make_engine() as bh:
+        bh.kv.set("k", "v")
+    view = make_engine(read_only_reason="a reader").start()
+    with pytest.raises(ReadOnlyError, match="a reader"):
+        view.restore("latest")
+
+
+def test_stats(engine: BucketSQLite) -> None:
+    engine.kv.set("a", "1")
+    engine.kv.set("b", "2")
+    engine.files.put(b"blob")
+    stats = engine.stats()
+    assert stats["kv_entries"] == 2
+    assert stats["files"] == 1
+    assert stats["database_bytes"] >= 4096
