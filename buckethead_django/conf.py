@@ -19,6 +19,7 @@ from django.conf import settings as django_settings
 from .engine import BucketConfig, SnapshotConfig
 from .engine.config import DEFAULT_FILES_PREFIX, DEFAULT_SNAPSHOT_KEY
 from .engine.interfaces.kv import DEFAULT_MAX_VALUE_BYTES
+from .engine.lease import DEFAULT_LEASE_SECONDS
 
 ENV_PREFIX = "BUCKETHEAD_"
 BACKENDS = ("local", "s3")
@@ -39,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "FLUSH_INTERVAL": 60.0,
     "MIN_FLUSH_INTERVAL": 5.0,
     "KEEP_PREVIOUS": True,
+    "LEASE_SECONDS": DEFAULT_LEASE_SECONDS,
     "AUTOSTART": None,
     "BUSY_TIMEOUT": 30.0,
     "KV_MAX_VALUE_BYTES": DEFAULT_MAX_VALUE_BYTES,
@@ -51,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _SECRETS = {"SECRET_ACCESS_KEY", "SESSION_TOKEN"}
-_POSITIVE = {"FLUSH_INTERVAL", "BUSY_TIMEOUT", "KV_MAX_VALUE_BYTES", "MAX_ATTEMPTS", "CONNECT_TIMEOUT",
+_POSITIVE = {"FLUSH_INTERVAL", "LEASE_SECONDS", "BUSY_TIMEOUT", "KV_MAX_VALUE_BYTES", "MAX_ATTEMPTS", "CONNECT_TIMEOUT",
              "READ_TIMEOUT", "QUERYSTRING_EXPIRE"}  # fmt: skip
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

@@ -94,6 +94,7 @@ def _start() -> BucketSQLite:
                 settings.snapshot_config(),
                 busy_timeout=float(settings["BUSY_TIMEOUT"]),
                 kv_max_value_bytes=int(settings["KV_MAX_VALUE_BYTES"]),
+                lease_seconds=float(settings["LEASE_SECONDS"]),
                 read_only_reason=None if current is Role.WRITER else _read_only_reason(),
             )
         engine.start()

@@ -105,6 +105,7 @@ def test_a_writer_is_not_started_over_configuration_errors(as_role, caplog) -> N
     assert "manage.py check" in caplog.text
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_does_not_use_the_parents_engine(tmp_path: Path) -> None:
     import os
 
