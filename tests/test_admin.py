@@ -1,0 +1,408 @@
+"""The BucketHead admin section, through Django's test client: what each user sees, may do, and what it changes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from html import unescape
+
+import pytest
+from django.contrib import admin
+from django.contrib.admin.models import DELETION, LogEntry
+from django.contrib.auth.models import Permission
+from django.test import Client, override_settings
+from django.urls import path, reverse
+from django.utils.http import urlencode
+
+from buckethead_django.engine import BucketSQLite
+from buckethead_django.engine.snapshot import list_snapshots
+from buckethead_django.testing import fresh_buckethead
+
+pytestmark = pytest.mark.django_db
+
+ADMIN = "/admin/buckethead_django"
+DASHBOARD = f"{ADMIN}/dashboard/"
+FLUSH = f"{ADMIN}/dashboard/flush/"
+KV = f"{ADMIN}/kventry/"
+FILES = f"{ADMIN}/storedfile/"
+BLOBS = f"{ADMIN}/storedfile/blobs/"
+SNAPSHOTS = f"{ADMIN}/snapshot/"
+KEEP = f"{ADMIN}/snapshot/keep/"
+
+# A site that includes the admin but not buckethead_django.urls (see test_downloads_without_the_apps_urls).
+urlpatterns = [path("admin/", admin.site.urls)]
+
+
+@pytest.fixture
+def bh() -> Iterator[BucketSQLite]:
+    with fresh_buckethead() as engine:
+        yield engine
+
+
+def staff_client(django_user_model, username: str, *permissions: str) -> Client:
+    user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=permissions))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def viewer(django_user_model) -> Client:
+    """Staff without any BucketHead permission."""
+    return staff_client(django_user_model, "viewer")
+
+
+@pytest.fixture
+def flusher(django_user_model) -> Client:
+    return staff_client(django_user_model, "flusher", "flush_buckethead")
+
+
+@pytest.fixture
+def manager(django_user_model) -> Client:
+    """Staff with both permissions, but not a superuser."""
+    return staff_client(django_user_model, "manager", "flush_buckethead", "manage_buckethead_data")
+
+
+def text(response) -> str:
+    """The page's visible text, tags removed and whitespace collapsed."""
+    body = re.sub(r"<(script|style)\b.*?</\1>", " ", response.content.decode(), flags=re.S)
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def kv_url(view: str, **query: str) -> str:
+    return f"{KV}{view}/?{urlencode(query)}"
+
+
+# -- access ---------------------------------------------------------------------------------------
+
+PAGES = [DASHBOARD, KV, FILES, BLOBS, SNAPSHOTS]
+
+
+def test_the_admin_index_lists_the_section(bh, viewer) -> None:
+    page = text(viewer.get("/admin/"))
+    assert "BucketHead" in page
+    for section in ("Dashboard", "Files", "KV entries", "Snapshots"):
+        assert section in page
+
+
+@pytest.mark.parametrize("url", [*PAGES, FLUSH, kv_url("entry", key="k"), f"{ADMIN}/snapshot/restore/?name=latest"])
+def test_anonymous_users_are_sent_to_the_login_page(bh, client, url) -> None:
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_non_staff_users_are_sent_to_the_login_page(bh, client, django_user_model) -> None:
+    user = django_user_model.objects.create_user("customer", password="pw")
+    client.force_login(user)
+    for url in PAGES:
+        response = client.get(url)
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("admin:login"))
+    response = client.post(FLUSH)
+    assert response.status_code == 302
+    assert bh.last_flush is None
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_staff_without_permissions_can_look(bh, viewer, url) -> None:
+    assert viewer.get(url).status_code == 200
+
+
+def test_staff_without_permissions_see_no_destructive_buttons(bh, viewer) -> None:
+    bh.kv.set("greeting", "hello")
+    bh.files.save_name("docs/a.txt", b"a")
+    bh.force_flush()
+    pages = [viewer.get(url).content.decode() for url in PAGES]
+    for html in pages:
+        for control in ('id="flush-now"', 'class="deletelink"', "restore-link", 'id="keep-snapshot"'):
+            assert control not in html
+
+
+def test_staff_without_permissions_get_403_when_they_post_anyway(bh, viewer) -> None:
+    bh.kv.set("greeting", "hello")
+    named = bh.files.save_name("docs/a.txt", b"a")
+    bh.force_flush()
+    bh.kv.set("after", "flush")
+    refused = [
+        viewer.post(FLUSH),
+        viewer.post(KEEP, {"label": "mine"}),
+        viewer.post(kv_url("delete", key="greeting")),
+        viewer.get(kv_url("delete", key="greeting")),
+        viewer.post(f"{FILES}delete/?name=docs/a.txt"),
+        viewer.post(f"{BLOBS}{named.bh_key}/delete/"),
+        viewer.post(f"{ADMIN}/snapshot/restore/?name=latest"),
+    ]
+    assert [r.status_code for r in refused] == [403] * len(refused)
+    assert bh.dirty  # not flushed
+    assert bh.kv.get("greeting") == "hello"
+    assert bh.files.resolve("docs/a.txt") is not None
+    assert bh.kv.get("after") == "flush"  # not restored
+    assert [e.name for e in list_snapshots(bh.store, bh.config.key)] == ["latest"]
+
+
+def test_posts_need_the_csrf_token(bh, django_user_model) -> None:
+    user = django_user_model.objects.create_superuser("root", password="pw")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    bh.kv.set("k", "v")
+    assert client.post(FLUSH).status_code == 403
+    assert bh.dirty
+    assert client.post(kv_url("delete", key="k")).status_code == 403
+    assert bh.kv.get("k") == "v"
+
+    dashboard = client.get(DASHBOARD).content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', dashboard).group(1)
+    assert client.post(FLUSH, {"csrfmiddlewaretoken": token}).status_code == 302
+    assert not bh.dirty
+
+
+# -- dashboard and flush ------------------------------------------------------------------------------
+
+
+def test_the_dashboard_shows_where_the_state_is_and_how_big_it_is(bh, viewer) -> None:
+    for i in range(3):
+        bh.kv.set(f"k{i}", "v")
+    bh.files.save_name("a.txt", b"a")
+    page = viewer.get(DASHBOARD)
+    assert page.context["title"] == "BucketHead"
+    shown = text(page)
+    assert "Backend local directory" in shown
+    assert str(bh.config.local_path) in shown
+    assert "Snapshot key bucketsqlite/snap.db" in shown
+    assert "Last flush none yet in this process" in shown
+    assert "Unflushed changes yes" in shown
+    assert "Last error none" in shown
+    assert "KV entries 3" in shown
+    assert "Files 1" in shown
+    assert re.search(r"Database size [\d.]+\s*KB", shown)
+    assert f"held by {bh.lease.holder} (this process)" in shown
+    assert "writes and flushes" in shown
+
+
+def test_flush_now_uploads_and_the_dashboard_reports_it(bh, flusher) -> None:
+    bh.kv.set("k", "v")
+    assert 'id="flush-now"' in flusher.get(DASHBOARD).content.decode()
+
+    response = flusher.post(FLUSH, follow=True)
+    assert response.redirect_chain == [(DASHBOARD, 302)]
+    assert any(m.startswith("Flushed") for m in messages_of(response))
+    assert bh.store.head(bh.config.key) is not None
+    assert not bh.dirty
+    assert re.search(r"Last flush .*: uploaded [\d.]+\s*KB in [\d.]+ s", text(response))
+
+    again = flusher.post(FLUSH, follow=True)
+    assert any(m.startswith("Nothing to flush") for m in messages_of(again))
+    assert "skipped, unchanged" in text(again)
+
+
+def test_flush_is_post_only(bh, flusher) -> None:
+    assert flusher.get(FLUSH).status_code == 405
+
+
+def test_the_last_error_is_shown(bh, viewer) -> None:
+    bh.last_error = RuntimeError("the bucket said no")
+    assert "Last error the bucket said no" in text(viewer.get(DASHBOARD))
+
+
+def test_a_read_only_engine_offers_no_actions_and_refuses_them() -> None:
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_superuser("root", password="pw")
+    client = Client()
+    client.force_login(user)
+    with fresh_buckethead(read_only_reason="this process only reads") as bh:
+        page = client.get(DASHBOARD)
+        assert "this process only reads" in text(page)
+        assert 'id="flush-now"' not in page.content.decode()
+        response = client.post(FLUSH, follow=True)
+        assert "this process only reads" in " ".join(messages_of(response))
+        assert bh.last_flush is None
+
+
+# -- KV browser ---------------------------------------------------------------------------------------------
+
+
+def test_the_kv_browser_finds_keys_by_prefix_and_pages_through_them(bh, viewer) -> None:
+    for i in range(60):
+        bh.kv.set(f"user:{i:03}", f"name {i}")
+    bh.kv.set("other", "x")
+
+    first = viewer.get(KV, {"prefix": "user:"})
+    keys = [row.key for row, _, _ in first.context["rows"]]
+    assert keys == [f"user:{i:03}" for i in range(50)]
+    assert "60 KV entries" in text(first)
+    assert "?prefix=user%3A&amp;p=2" in first.content.decode()
+
+    second = viewer.get(KV, {"prefix": "user:", "p": "2"})
+    assert [row.key for row, _, _ in second.context["rows"]] == [f"user:{i:03}" for i in range(50, 60)]
+
+    none = viewer.get(KV, {"prefix": "nobody"})
+    assert "No key starts with “nobody”." in text(none)
+
+
+def test_values_are_shown_as_text_or_hex_with_size_and_expiry(bh, viewer) -> None:
+    bh.kv.set("greeting", "hello world")
+    bh.kv.set_bytes("blob", b"\x80\x04\x95\x00\xff", ttl=3600)
+    page = text(viewer.get(KV))
+    assert "greeting 11 bytes never text hello world" in page
+    assert re.search(r"blob 5 bytes in (59 minutes|1 hour) hex 80 04 95 00 ff", page)
+
+    entry = viewer.get(kv_url("entry", key="blob"))
+    assert "00000000  80 04 95 00 ff" in entry.content.decode()
+    assert "Not UTF-8 text: shown as hex." in text(entry)
+    assert viewer.get(kv_url("entry", key="missing")).status_code == 404
+
+
+def test_deleting_a_key_asks_first_then_deletes_it(bh, manager) -> None:
+    bh.kv.set("session:1", "a")
+    bh.kv.set("session:2", "b")
+    listing = manager.get(KV, {"prefix": "session:"}).content.decode()
+    assert 'class="deletelink"' in listing
+
+    confirm = manager.get(kv_url("delete", key="session:1", prefix="session:"))
+    assert "Are you sure you want to delete the KV entry “session:1”?" in text(confirm)
+    assert bh.kv.get("session:1") == "a"
+
+    response = manager.post(kv_url("delete", key="session:1", prefix="session:"), follow=True)
+    assert response.redirect_chain == [(f"{KV}?prefix=session%3A", 302)]
+    assert "Deleted the KV entry “session:1”." in messages_of(response)
+    assert bh.kv.get("session:1") is None
+    assert bh.kv.get("session:2") == "b"
+    assert [row.key for row, _, _ in response.context["rows"]] == ["session:2"]
+    entry = LogEntry.objects.get()
+    assert (entry.object_repr, entry.action_flag) == ("session:1", DELETION)
+
+
+def test_flush_permission_alone_does_not_allow_deleting(bh, flusher) -> None:
+    bh.kv.set("k", "v")
+    assert 'class="deletelink"' not in flusher.get(KV).content.decode()
+    assert flusher.post(kv_url("delete", key="k")).status_code == 403
+    assert bh.kv.get("k") == "v"
+
+
+# -- files browser ---------------------------------------------------------------------------------------------
+
+
+def test_the_files_browser_lists_names_with_their_details(bh, viewer) -> None:
+    named = bh.files.save_name("reports/q1.csv", b"a,b\n1,2\n")
+    bh.files.save_name("other/x.txt", b"x")
+    response = viewer.get(FILES, {"prefix": "reports/"})
+    page = text(response)
+    assert "reports/q1.csv 8 bytes text/csv" in page
+    assert named.bh_key[:12] in page
+    assert "other/x.txt" not in page
+    assert "1 file" in page
+
+    html = response.content.decode()
+    link = unescape(re.search(r'class="download-link" href="([^"]+)"', html).group(1))
+    download = viewer.get(link)
+    assert b"".join(download.streaming_content) == b"a,b\n1,2\n"
+
+
+@override_settings(ROOT_URLCONF=__name__)
+def test_downloads_without_the_apps_urls_are_streamed_by_the_admin(bh, viewer) -> None:
+    named = bh.files.save_name("docs/a.txt", b"content")
+    html = viewer.get(FILES).content.decode()
+    link = unescape(re.search(r'class="download-link" href="([^"]+)"', html).group(1))
+    assert link == f"{BLOBS}{named.bh_key}/download/"
+    assert b"".join(viewer.get(link).streaming_content) == b"content"
+
+
+def test_the_blob_list_pages_through_every_blob_newest_first(bh, viewer) -> None:
+    for i in range(55):
+        bh.files.put(f"blob {i}".encode(), filename=f"b{i}.txt")
+    first = viewer.get(BLOBS)
+    assert "55 files" in text(first)
+    second = viewer.get(BLOBS, {"p": "2"})
+    assert len(second.context["rows"]) == 5
+    shown = {info.bh_key for info, *_ in first.context["rows"]} | {info.bh_key for info, *_ in second.context["rows"]}
+    assert len(shown) == 55
+
+
+def test_every_blob_is_listed_and_downloads_as_an_attachment(bh, viewer) -> None:
+    bh_key = bh.files.put(b"<svg onload=alert(1)>", filename="evil.svg")
+    response = viewer.get(BLOBS)
+    assert "evil.svg 21 bytes image/svg+xml" in text(response)
+    download = viewer.get(f"{BLOBS}{bh_key}/download/")
+    assert download["Content-Disposition"].startswith("attachment")
+    assert download["Content-Security-Policy"] == "sandbox"
+    assert b"".join(download.streaming_content) == b"<svg onload=alert(1)>"
+    assert viewer.get(f"{BLOBS}{'0' * 64}/download/").status_code == 404
+
+
+def test_deleting_a_named_file_asks_first_then_deletes_it(bh, manager) -> None:
+    bh.files.save_name("docs/a.txt", b"a")
+    bh.files.save_name("docs/b.txt", b"b")
+    confirm = manager.get(f"{FILES}delete/", {"name": "docs/a.txt"})
+    assert "Are you sure you want to delete the file “docs/a.txt”?" in text(confirm)
+
+    response = manager.post(f"{FILES}delete/?name=docs/a.txt", follow=True)
+    assert "Deleted the file “docs/a.txt”." in messages_of(response)
+    assert bh.files.resolve("docs/a.txt") is None
+    assert [named.name for named, *_ in response.context["rows"]] == ["docs/b.txt"]
+    assert manager.get(f"{FILES}delete/", {"name": "docs/a.txt"}).status_code == 404
+
+
+def test_deleting_a_blob_removes_every_name_of_it(bh, manager) -> None:
+    first = bh.files.save_name("one.txt", b"same")
+    bh.files.save_name("two.txt", b"same")
+    assert "Every name that refers to this content" in text(manager.get(f"{BLOBS}{first.bh_key}/delete/"))
+    response = manager.post(f"{BLOBS}{first.bh_key}/delete/", follow=True)
+    assert response.redirect_chain == [(BLOBS, 302)]
+    assert not bh.files.exists(first.bh_key)
+    assert bh.files.list_names() == []
+
+
+# -- snapshots -----------------------------------------------------------------------------------------------
+
+
+def test_snapshots_are_listed_and_only_superusers_may_restore(bh, manager, admin_client) -> None:
+    bh.kv.set("k", "1")
+    bh.force_flush()
+    bh.kv.set("k", "2")
+    bh.force_flush()
+    listing = text(manager.get(SNAPSHOTS))
+    assert "latest latest" in listing
+    assert "previous previous" in listing
+    assert "Restore" not in listing
+    assert manager.get(f"{ADMIN}/snapshot/restore/?name=previous").status_code == 403
+    assert "Restore…" in text(admin_client.get(SNAPSHOTS))
+
+
+def test_restoring_a_snapshot_keeps_the_current_state_first(bh, admin_client) -> None:
+    bh.kv.set("k", "old")
+    bh.force_flush()
+    bh.kv.set("k", "new")
+    bh.force_flush()
+
+    confirm = admin_client.get(f"{ADMIN}/snapshot/restore/", {"name": "previous"})
+    assert "Are you sure you want to restore the snapshot “previous”?" in text(confirm)
+    assert bh.kv.get("k") == "new"
+
+    response = admin_client.post(f"{ADMIN}/snapshot/restore/?name=previous", follow=True)
+    assert response.redirect_chain == [(SNAPSHOTS, 302)]
+    assert bh.kv.get("k") == "old"
+    (message,) = messages_of(response)
+    kept = re.search(r"kept as snapshot “(pre-restore-[^”]+)”", message).group(1)
+    assert kept in text(response)
+
+    undo = admin_client.post(f"{ADMIN}/snapshot/restore/?name={kept}", follow=True)
+    assert "Restored snapshot" in messages_of(undo)[0]
+    assert bh.kv.get("k") == "new"
+    assert admin_client.get(f"{ADMIN}/snapshot/restore/", {"name": "nope"}).status_code == 404
+
+
+def test_keeping_a_labelled_snapshot(bh, flusher) -> None:
+    bh.kv.set("k", "v")
+    response = flusher.post(KEEP, {"label": "before-migration"}, follow=True)
+    assert "Kept the current state as snapshot “before-migration”." in messages_of(response)
+    assert "before-migration labelled" in text(response)
+
+    refused = flusher.post(KEEP, {"label": "../bad"}, follow=True)
+    assert "is not valid" in messages_of(refused)[0]

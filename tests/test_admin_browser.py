@@ -1,0 +1,263 @@
+"""The BucketHead admin end to end, in headless Chromium against a live server, as an operator uses it.
+
+Driven with selenium like Django's own admin tests. The tests also save the
+screenshots the documentation shows (``docs/images/admin-*.png``).
+
+Chromium and its driver come from the system (Debian's ``chromium`` and
+``chromium-driver``). Without them the tests are skipped on a developer's
+machine, but fail in CI (where ``CI`` is set), so they can never be lost silently.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from buckethead_django.engine import BucketSQLite
+from buckethead_django.testing import fresh_buckethead
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
+# No network here: without these switches Chromium keeps calling home and floods the log with refused connections.
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,900",
+]
+WAIT_SECONDS = 10
+SEP = "\N{SINGLE RIGHT-POINTING ANGLE QUOTATION MARK}"  # the admin's breadcrumb separator
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def unavailable(reason: str) -> None:
+    """Skip, except in CI, where a browser test that cannot run is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so the browser tests must run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def downloads() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="buckethead-downloads-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def browser(live_server: Any, downloads: Path) -> Iterator[Any]:
+    """One headless Chromium for the session, with a fresh profile.
+
+    It depends on ``live_server`` so that it quits first: the server must
+    still be up when the browser closes its keep-alive connections.
+    """
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        unavailable("selenium is not installed (pip install -e '.[dev]')")
+    for program in (CHROMIUM, CHROMEDRIVER):
+        if not os.access(program, os.X_OK):
+            unavailable(f"{program} not found: apt-get install chromium chromium-driver")
+    profile = tempfile.mkdtemp(prefix="buckethead-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+class Operator:
+    """A superuser at the browser: navigates, clicks, reads the page like a person would."""
+
+    def __init__(self, driver: Any, base_url: str) -> None:
+        self.driver = driver
+        self.base_url = base_url
+
+    def open(self, path: str) -> None:
+        self.driver.get(self.base_url + path)
+
+    def log_in(self, username: str, password: str) -> None:
+        self.driver.delete_all_cookies()
+        self.open("/admin/")
+        self.css("#id_username").send_keys(username)
+        self.css("#id_password").send_keys(password)
+        self.css("#login-form input[type=submit]").click()
+        self.wait(lambda: "Site administration" in self.text())
+
+    def css(self, selector: str) -> Any:
+        """The element ``selector`` finds, waiting for it while a page loads."""
+        from selenium.webdriver.common.by import By
+
+        return self.find(By.CSS_SELECTOR, selector)
+
+    def find(self, by: str, value: str) -> Any:
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        return WebDriverWait(self.driver, WAIT_SECONDS).until(lambda d: d.find_element(by, value))
+
+    def all(self, selector: str) -> list[Any]:
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_elements(By.CSS_SELECTOR, selector)
+
+    def click_link(self, text: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.find(By.LINK_TEXT, text).click()
+
+    def text(self, selector: str = "body") -> str:
+        return self.css(selector).text
+
+    def messages(self) -> list[str]:
+        return [m.text for m in self.all("ul.messagelist li")]
+
+    def wait(self, condition: Callable[[], bool]) -> None:
+        """Wait until ``condition`` holds; elements replaced by a page load meanwhile are looked up again."""
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        ignored = (NoSuchElementException, StaleElementReferenceException)
+        WebDriverWait(self.driver, WAIT_SECONDS, ignored_exceptions=ignored).until(lambda _: condition())
+
+    def screenshot(self, name: str) -> Path:
+        """Save the whole page (not just the window) for the docs."""
+        IMAGES.mkdir(parents=True, exist_ok=True)
+        width = self.driver.get_window_size()["width"]
+        height = self.driver.execute_script("return document.documentElement.scrollHeight")
+        self.driver.set_window_size(width, max(600, height + 140))  # the window is taller than its viewport
+        path = IMAGES / name
+        assert self.driver.save_screenshot(str(path)), path
+        self.driver.set_window_size(1280, 900)
+        return path
+
+
+@pytest.fixture
+def bh() -> Iterator[BucketSQLite]:
+    with fresh_buckethead() as engine:
+        yield engine
+
+
+@pytest.fixture
+def operator(browser: Any, live_server: Any, bh: BucketSQLite) -> Operator:
+    get_user_model().objects.create_superuser("operator", "ops@example.com", "a-long-password")
+    person = Operator(browser, live_server.url)
+    person.log_in("operator", "a-long-password")
+    return person
+
+
+def test_log_in_open_the_dashboard_and_flush_now(operator: Operator, bh: BucketSQLite) -> None:
+    for i in range(12):
+        bh.kv.set(f"feature:{i}", "on")
+    bh.files.save_name("reports/2025/q4.csv", b"region,total\nnorth,12\n")
+    bh.force_flush()
+    bh.kv.set("feature:new-checkout", "on")
+
+    operator.click_link("Dashboard")
+    operator.wait(lambda: bool(operator.all("#buckethead-flush")))
+    assert operator.text(".breadcrumbs") == f"Home {SEP} BucketHead {SEP} Dashboard"
+    assert "Unflushed changes yes" in operator.text("#buckethead-flush")
+    assert "KV entries 13" in operator.text("#buckethead-contents")
+    assert "Files 1" in operator.text("#buckethead-contents")
+    assert "(this process)" in operator.text("#writer-lease")
+    operator.screenshot("admin-dashboard.png")
+
+    operator.css("#flush-now").click()
+    operator.wait(lambda: bool(operator.messages()))
+    assert operator.messages()[0].startswith("Flushed")
+    assert "Unflushed changes no" in operator.text("#buckethead-flush")
+    assert "uploaded" in operator.text("#last-flush")
+    assert not bh.dirty
+
+
+def test_find_a_key_by_prefix_and_delete_it(operator: Operator, bh: BucketSQLite) -> None:
+    bh.kv.set("session:alice", '{"cart": [3, 7]}', ttl=3600)
+    bh.kv.set("session:bob", '{"cart": []}', ttl=1800)
+    bh.kv.set_bytes("session:carol", b"\x80\x05\x95\x0b\x00\x00\x00\x00\x00\x00\x00}\x94.")
+    bh.kv.set("feature:new-checkout", "on")
+
+    operator.click_link("KV entries")
+    search = operator.css("#searchbar")
+    search.send_keys("session:")
+    search.submit()
+    operator.wait(lambda: "3 KV entries" in operator.text(".paginator"))
+    keys = [row.get_attribute("data-key") for row in operator.all("tr.kv-entry")]
+    assert keys == ["session:alice", "session:bob", "session:carol"]
+    assert "hex 80 05 95" in operator.text("tr.kv-entry[data-key='session:carol']")
+    operator.screenshot("admin-kv.png")
+
+    operator.css("tr.kv-entry[data-key='session:bob'] a.deletelink").click()
+    operator.css("#confirm-delete")
+    assert "Are you sure you want to delete the KV entry “session:bob”?" in operator.text("#content-main")
+    operator.css("#confirm-delete").click()
+    operator.wait(lambda: bool(operator.messages()))
+    assert operator.messages() == ["Deleted the KV entry “session:bob”."]
+    assert [row.get_attribute("data-key") for row in operator.all("tr.kv-entry")] == [
+        "session:alice",
+        "session:carol",
+    ]
+    assert bh.kv.get("session:bob") is None
+
+
+def test_restore_a_snapshot(operator: Operator, bh: BucketSQLite) -> None:
+    bh.kv.set("price:widget", "10")
+    bh.force_flush()
+    bh.kv.set("price:widget", "1000")  # a mistake, flushed before anyone noticed
+    bh.force_flush()
+
+    operator.click_link("Snapshots")
+    operator.css("tr.snapshot[data-name='previous'] a.restore-link").click()
+    operator.css("#confirm-restore")
+    assert "Are you sure you want to restore the snapshot “previous”?" in operator.text("#content-main")
+    operator.css("#confirm-restore").click()
+    operator.wait(lambda: bool(operator.messages()))
+    (message,) = operator.messages()
+    assert message.startswith("Restored snapshot “previous”.")
+    assert bh.kv.get("price:widget") == "10"
+    names = [row.get_attribute("data-name") for row in operator.all("tr.snapshot")]
+    assert any(name.startswith("pre-restore-") for name in names)
+
+
+def test_download_a_file(operator: Operator, bh: BucketSQLite, downloads: Path) -> None:
+    bh.files.save_name("notes/readme.txt", b"plain text, shown by the browser\n")
+    bh.files.save_name("reports/2025/q4.csv", b"region,total\nnorth,12\nsouth,9\n")
+    bh.files.put(b"\x89PNG\r\n\x1a\n" + bytes(200), filename="logo.png")
+
+    operator.click_link("Files")
+    operator.css("tr.stored-file")
+    assert len(operator.all("tr.stored-file")) == 2
+    operator.screenshot("admin-files.png")
+    operator.css("tr.stored-file[data-name='notes/readme.txt'] a.download-link").click()
+    operator.wait(lambda: "plain text, shown by the browser" in operator.text())
+
+    operator.open("/admin/buckethead_django/storedfile/")
+    operator.click_link("All stored content, newest first")
+    operator.css("tr.stored-file[data-name='logo.png'] a.download-link").click()
+    saved = downloads / "logo.png"
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not saved.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert saved.read_bytes() == b"\x89PNG\r\n\x1a\n" + bytes(200)
