@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings as django_settings
 
-from .engine import BucketConfig, SnapshotConfig
+from .engine import BucketConfig, BucketSQLite, SnapshotConfig
 from .engine.config import DEFAULT_FILES_PREFIX, DEFAULT_SNAPSHOT_KEY
 from .engine.interfaces.kv import DEFAULT_MAX_VALUE_BYTES
 from .engine.lease import DEFAULT_LEASE_SECONDS
@@ -105,6 +105,16 @@ class BucketHeadSettings:
         if v["ACCOUNT_ID"]:
             return BucketConfig.for_r2(account_id=v["ACCOUNT_ID"], bucket=v["BUCKET"], **s3)
         return BucketConfig(bucket=v["BUCKET"], endpoint_url=v["ENDPOINT_URL"], region=v["REGION"], **s3)
+
+    def engine(self, **overrides: Any) -> BucketSQLite:
+        """A (not yet started) engine built from these settings; ``overrides`` are BucketSQLite arguments."""
+        kwargs: dict[str, Any] = {
+            "busy_timeout": float(self.values["BUSY_TIMEOUT"]),
+            "kv_max_value_bytes": int(self.values["KV_MAX_VALUE_BYTES"]),
+            "lease_seconds": float(self.values["LEASE_SECONDS"]),
+            **overrides,
+        }
+        return BucketSQLite(self.bucket_config(), self.snapshot_config(), **kwargs)
 
     def snapshot_config(self) -> SnapshotConfig:
         return SnapshotConfig(

@@ -89,14 +89,7 @@ def _start() -> BucketSQLite:
                     + " ".join(f"{p.msg} {p.hint}" for p in settings.errors)
                     + " (run `manage.py check` for details)"
                 )
-            engine = BucketSQLite(
-                settings.bucket_config(),
-                settings.snapshot_config(),
-                busy_timeout=float(settings["BUSY_TIMEOUT"]),
-                kv_max_value_bytes=int(settings["KV_MAX_VALUE_BYTES"]),
-                lease_seconds=float(settings["LEASE_SECONDS"]),
-                read_only_reason=None if current is Role.WRITER else _read_only_reason(),
-            )
+            engine = settings.engine(read_only_reason=None if current is Role.WRITER else _read_only_reason())
         engine.start()
         _engine = engine
         if not engine.read_only:

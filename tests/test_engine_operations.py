@@ -201,3 +201,46 @@ def test_stats(engine: BucketSQLite) -> None:
     assert stats["kv_entries"] == 2
     assert stats["files"] == 1
     assert stats["database_bytes"] >= 4096
+
+
+# -- a second writer is refused ------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_while_another_process_holds_the_lease(
+    make_engine: EngineFactory, store: ObjectStore
+) -> None:
+    from buckethead_django.engine import WriterConflict
+
+    with make_engine() as first:
+        first.kv.set("k", "first")
+    other = WriterLease("web-2:4242", "web-2", 4242, time.time() - 60, time.time(), time.time() + 300)
+    store.put(lease_key(KEY), other.to_json())
+    second = make_engine()
+    with pytest.raises(WriterConflict, match=r"held by another writer, web-2:4242") as err:
+        second.start()
+    assert "--workers 1 --threads 8" in str(err.value), "the message says what to do"
+    assert not second.started
+    assert read_lease(store, KEY) == other, "the holder's lease is untouched"
+    with make_engine(read_only_reason="reader") as reader:
+        assert reader.kv.get("k") == "first", "a reader is still welcome"
+
+
+def test_an_expired_lease_or_one_left_by_a_dead_process_is_taken_over(
+    make_engine: EngineFactory, store: ObjectStore
+) -> None:
+    expired = WriterLease("web-2:1", "web-2", 1, 1.0, 1.0, 2.0)
+    store.put(lease_key(KEY), expired.to_json())
+    make_engine().start().stop()
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    pid = int(dead.stdout)
+    crashed = WriterLease(f"{socket.gethostname()}:{pid}", socket.gethostname(), pid, time.time(), time.time(),
+                          time.time() + 300)  # fmt: skip
+    store.put(lease_key(KEY), crashed.to_json())
+    bh = make_engine().start()
+    assert bh.lease is not None
+    assert bh.lease.pid == os.getpid()

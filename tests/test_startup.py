@@ -97,3 +97,16 @@ def test_a_command_reads_the_latest_snapshot_and_refuses_writes(tmp_path: Path) 
     assert "ok" in seeded.stdout
     read = manage(tmp_path, "shell", "-c", "from buckethead_django import get_buckethead as g; print(g().kv.get('k'))")
     assert read.stdout.strip().splitlines()[-1] == "seeded", "a command sees what the last writer flushed"
+
+
+def test_a_second_server_on_the_same_bucket_is_refused(tmp_path: Path) -> None:
+    with Server("runserver", tmp_path, "--noreload") as first:
+        second = Server("runserver", tmp_path, "--noreload")
+        code = second.proc.wait(timeout=60)
+        second.stop()  # already exited: this only closes its log
+        log = second.log()
+        assert code != 0
+        assert "held by another writer" in log, log
+        assert f":{first.proc.pid}" in log, "the refusal names the running writer"
+        assert "started as writer" not in log
+        assert first.get("/cached/"), "the first server keeps serving"

@@ -15,6 +15,7 @@ from .errors import (
     SnapshotCorrupt,
     SnapshotError,
     ValueTooLarge,
+    WriterConflict,
 )
 from .interfaces import FileInfo, FileStore, GcReport, Interface, KVStore
 from .lease import WriterLease, read_lease
@@ -45,6 +46,7 @@ __all__ = [
     "SnapshotEntry",
     "SnapshotError",
     "ValueTooLarge",
+    "WriterConflict",
     "WriterLease",
     "list_snapshots",
     "open_object_store",

@@ -28,10 +28,10 @@ from typing import TypeVar
 
 from . import snapshot
 from .config import BucketConfig, SnapshotConfig
-from .errors import NotStarted, ReadOnlyError, SnapshotError
+from .errors import NotStarted, ReadOnlyError, SnapshotError, WriterConflict
 from .interfaces import FileStore, KVStore
 from .interfaces.kv import DEFAULT_MAX_VALUE_BYTES
-from .lease import DEFAULT_LEASE_SECONDS, WriterLease, lease_key, read_lease
+from .lease import DEFAULT_LEASE_SECONDS, WriterLease, held_by_another, lease_key, read_lease
 from .objectstore import ObjectInfo, ObjectStore, Progress, open_object_store
 from .snapshot import SnapshotEntry
 
@@ -147,7 +147,7 @@ class BucketSQLite:
                 kv.read_only_reason = files.read_only_reason = self.read_only_reason
             if not self.read_only:
                 try:
-                    self._write_lease()
+                    self._take_lease()
                 except BaseException:
                     self._close_connections()
                     raise
@@ -357,6 +357,19 @@ class BucketSQLite:
     def writer_lease(self) -> WriterLease | None:
         """The bucket's current writer lease (this process's or another's), live or expired, or None."""
         return read_lease(self.store, self.config.key)
+
+    def _take_lease(self) -> None:
+        """Take the bucket's lease, refusing while another live process holds it."""
+        current = self.writer_lease()
+        if current is not None and held_by_another(current):
+            raise WriterConflict(
+                f"{self.store.describe()} is held by another writer, {current.holder} (running since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(current.started_at))}, lease valid for "
+                f"{max(0, round(current.expires_at - time.time()))} more seconds). Only one process may write a "
+                "bucket: stop that process first, or run this one as a reader (BUCKETHEAD['AUTOSTART'] = False). "
+                "Serve with one process and many threads, for example `gunicorn --workers 1 --threads 8`."
+            )
+        self._write_lease()
 
     def _write_lease(self) -> None:
         """Take or renew this process's lease on the bucket."""

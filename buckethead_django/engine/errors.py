@@ -67,5 +67,9 @@ class ReadOnlyError(BucketHeadError):
     """
 
 
+class WriterConflict(BucketHeadError):
+    """Another live process holds the bucket's writer lease."""
+
+
 class ValueTooLarge(BucketHeadError, ValueError):
     """A KV value is larger than the configured limit."""

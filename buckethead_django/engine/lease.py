@@ -71,6 +71,27 @@ class WriterLease:
         )
 
 
+def held_by_another(lease: WriterLease | None) -> bool:
+    """True if ``lease`` is live and belongs to another process that is still running.
+
+    A lease of this host whose process no longer exists was left behind by a
+    crash (SIGKILL, power loss): it holds nothing, whatever its expiry says.
+    """
+    if lease is None or not lease.live:
+        return False
+    if lease.host != socket.gethostname():
+        return True
+    if lease.pid == os.getpid():
+        return False
+    try:
+        os.kill(lease.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def lease_key(snapshot_key: str) -> str:
     """The lease object's key, beside the snapshot it guards."""
     return snapshot_key + LEASE_SUFFIX
