@@ -56,4 +56,4 @@ class ProgressBar:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._drawn >= 0:
-            self.out.write("")  # end the bar's line, so what follows starts on a fresh one
+            self.out.write("", style_func=lambda s: s)  # end the bar's line, unstyled, so what follows starts afresh
