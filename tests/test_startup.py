@@ -110,3 +110,33 @@ def test_a_second_server_on_the_same_bucket_is_refused(tmp_path: Path) -> None:
         assert f":{first.proc.pid}" in log, "the refusal names the running writer"
         assert "started as writer" not in log
         assert first.get("/cached/"), "the first server keeps serving"
+
+
+def test_the_final_flush_at_exit_reaches_an_s3_bucket(tmp_path: Path, moto) -> None:
+    """atexit runs after concurrent.futures has shut down; the final upload must still go through."""
+    from buckethead_django.engine import BucketSQLite
+
+    from .conftest import s3_config
+
+    cfg = s3_config(moto, multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
+    s3_env = {
+        "BUCKETHEAD_BACKEND": "s3",
+        "BUCKETHEAD_BUCKET": cfg.bucket,
+        "BUCKETHEAD_ENDPOINT_URL": moto.endpoint_url,
+        "BUCKETHEAD_REGION": "us-east-1",
+        "BUCKETHEAD_ACCESS_KEY_ID": "testing",
+        "BUCKETHEAD_SECRET_ACCESS_KEY": "testing",
+        "BUCKETHEAD_AUTOSTART": "true",
+    }
+    # 12 MB of rows: the final snapshot is a multipart upload, which the transfer manager runs on threads.
+    script = (
+        "import os; from buckethead_django import get_buckethead as g; c = g().connect(); "
+        "c.execute('CREATE TABLE big (b BLOB)'); "
+        "c.executemany('INSERT INTO big VALUES (?)', [(os.urandom(1 << 20),) for _ in range(12)]); c.commit(); "
+        "g().kv.set('written', 'before exit')"
+    )
+    result = manage(tmp_path, "shell", "-c", script, **s3_env)
+    assert "uploaded" in result.stderr, result.stderr
+    with BucketSQLite(cfg, read_only_reason="check") as reader:
+        assert reader.kv.get("written") == "before exit"
+        assert reader.connection.execute("SELECT count(*) FROM big").fetchone() == (12,)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -74,6 +74,26 @@ class S3ObjectStore:
             multipart_threshold=cfg.multipart_threshold,
             multipart_chunksize=cfg.multipart_chunksize,
         )
+        self._transfer_without_threads = TransferConfig(
+            multipart_threshold=cfg.multipart_threshold,
+            multipart_chunksize=cfg.multipart_chunksize,
+            use_threads=False,
+        )
+
+    def _transfer_with(self, call: Callable[[TransferConfig], object]) -> None:
+        """Run a transfer-manager call; at interpreter exit, run it again without threads.
+
+        ``atexit`` handlers (where a writer's final flush runs) are called after
+        `concurrent.futures` has shut down, so the transfer manager's thread
+        pool refuses work there; its single-threaded mode still uploads,
+        multipart included.
+        """
+        try:
+            call(self._transfer)
+        except RuntimeError as exc:
+            if "interpreter shutdown" not in str(exc):
+                raise
+            call(self._transfer_without_threads)
 
     @property
     def client(self) -> S3Client:
@@ -122,7 +142,13 @@ class S3ObjectStore:
         with _as_file(data) as body, self._errors(key):
             if if_none_match or if_match is not None:
                 return self._conditional_put(key, body, args, if_none_match=if_none_match, if_match=if_match)
-            self._client.upload_fileobj(body, self.bucket, key, ExtraArgs=args, Config=self._transfer)
+            start = body.tell()
+
+            def upload(config: TransferConfig) -> None:
+                body.seek(start)
+                self._client.upload_fileobj(body, self.bucket, key, ExtraArgs=args, Config=config)
+
+            self._transfer_with(upload)
         info = self.head(key)
         if info is None:
             raise ObjectStoreError(f"{self.describe()} accepted {key!r} but it is not readable back")
@@ -169,9 +195,17 @@ class S3ObjectStore:
             if isinstance(dest, Path):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 # download_file writes to a temporary name and renames it into place.
-                self._client.download_file(self.bucket, key, str(dest), Config=self._transfer, Callback=progress)
+                self._transfer_with(
+                    lambda config: self._client.download_file(
+                        self.bucket, key, str(dest), Config=config, Callback=progress
+                    )
+                )
             else:
-                self._client.download_fileobj(self.bucket, key, dest, Config=self._transfer, Callback=progress)
+                self._transfer_with(
+                    lambda config: self._client.download_fileobj(
+                        self.bucket, key, dest, Config=config, Callback=progress
+                    )
+                )
         return info
 
     def open(self, key: str) -> BinaryIO:
@@ -195,7 +229,9 @@ class S3ObjectStore:
 
     def copy(self, src: str, dst: str) -> ObjectInfo:
         with self._errors(src):
-            self._client.copy({"Bucket": self.bucket, "Key": src}, self.bucket, dst, Config=self._transfer)
+            self._transfer_with(
+                lambda config: self._client.copy({"Bucket": self.bucket, "Key": src}, self.bucket, dst, Config=config)
+            )
         info = self.head(dst)
         if info is None:
             raise ObjectStoreError(f"{self.describe()} accepted a copy to {dst!r} but it is not readable back")
