@@ -11,12 +11,10 @@ SQLite file (durable, like BucketHead).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import django
@@ -24,6 +22,8 @@ from django.conf import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.timing import per_op  # noqa: E402
 
 
 def configure(tmp: Path) -> None:
@@ -47,16 +47,6 @@ def configure(tmp: Path) -> None:
 
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA journal_mode=WAL")
-
-
-def per_op(fn: Callable[[int], object], n: int) -> float:
-    samples = []
-    for _ in range(5):
-        started = time.perf_counter()
-        for i in range(n):
-            fn(i)
-        samples.append((time.perf_counter() - started) / n * 1e6)
-    return statistics.median(samples)
 
 
 def threaded_ops_per_second(alias: str, threads: int, seconds: float = 2.0) -> float:

@@ -15,38 +15,16 @@ import argparse
 import io
 import os
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.timing import best_of, per_op
 from buckethead_django.engine import BucketConfig, BucketSQLite, SnapshotConfig
 from tests.moto_server import CREDENTIALS, MotoServer
-
-
-def timed(fn: Callable[[], object], repeat: int = 5) -> float:
-    """Best wall time of ``repeat`` runs, in seconds."""
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best
-
-
-def per_op(fn: Callable[[int], object], n: int) -> float:
-    """Median microseconds per call over 5 batches of ``n`` calls."""
-    samples = []
-    for _ in range(5):
-        started = time.perf_counter()
-        for i in range(n):
-            fn(i)
-        samples.append((time.perf_counter() - started) / n * 1e6)
-    return statistics.median(samples)
 
 
 def line(name: str, ours: float, peer: float, peer_name: str, unit: str) -> None:
@@ -88,10 +66,10 @@ def main() -> None:
             bh.kv.set("tick", str(time.time()))
             bh.force_flush()
 
-        flush_s = timed(flush_changed)
+        flush_s = best_of(flush_changed)
         nbytes = bh.last_flush.bytes if bh.last_flush else 0
         payload = os.urandom(nbytes)
-        upload_s = timed(lambda: client.upload_fileobj(io.BytesIO(payload), "bench", "peer.bin"))
+        upload_s = best_of(lambda: client.upload_fileobj(io.BytesIO(payload), "bench", "peer.bin"))
         line("flush (changed)", flush_s, upload_s, "boto3 upload_fileobj", "s")
 
         idle_us = per_op(lambda _i: bh.force_flush(), 2000)
@@ -103,9 +81,9 @@ def main() -> None:
         def restore() -> None:
             BucketSQLite(cfg, snap, background_flush=False).start().stop()
 
-        restore_s = timed(restore)
+        restore_s = best_of(restore)
         with tempfile.TemporaryDirectory() as tmp:
-            download_s = timed(lambda: client.download_file("bench", cfg.key, str(Path(tmp) / "x")))
+            download_s = best_of(lambda: client.download_file("bench", cfg.key, str(Path(tmp) / "x")))
         line("restore (start)", restore_s, download_s, "boto3 download_file", "s")
         print()
 
