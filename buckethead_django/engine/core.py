@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from . import snapshot
 from .config import BucketConfig, SnapshotConfig
@@ -275,9 +275,7 @@ class BucketSQLite:
             try:
                 changed = self._data_version() != self._flushed_version
             except sqlite3.OperationalError as exc:
-                self.last_error = self._explain_lock(exc)
-                self._call(self._on_flush_error, self.last_error)
-                raise self.last_error from exc
+                self._failed(exc)
             if not changed:
                 # Nothing changed since the last snapshot, so it already records every pending deletion.
                 self._delete_unreferenced_blobs(self._require(self._files).pending_deletions())
@@ -291,13 +289,8 @@ class BucketSQLite:
                 info = snapshot.upload(
                     self.store, self.config.key, image, keep_previous=self.snapshot_config.keep_previous
                 )
-            except Exception as exc:
-                error = self._explain_lock(exc)
-                self.last_error = error
-                self._call(self._on_flush_error, error)
-                if error is exc:
-                    raise
-                raise error from exc
+            except Exception as exc:  # noqa: BLE001 - _failed() records it and raises it again
+                self._failed(exc)
             duration = time.perf_counter() - started
             self._flushed_version = image.data_version
             self.last_error = None
@@ -324,6 +317,15 @@ class BucketSQLite:
             logger.exception(
                 "BucketSQLite could not delete unreferenced blobs from %s; will retry", self.store.describe()
             )
+
+    def _failed(self, exc: Exception) -> NoReturn:
+        """Record a failed flush, tell the error callback, and raise (explained, if it was a lock)."""
+        error = self._explain_lock(exc)
+        self.last_error = error
+        self._call(self._on_flush_error, error)
+        if error is exc:
+            raise exc
+        raise error from exc
 
     def _explain_lock(self, exc: Exception) -> Exception:
         """Turn SQLite's bare "database is locked" into an error that says what to do."""
