@@ -408,3 +408,13 @@ def test_pending_deletions_run_after_an_unchanged_flush_too(engine: BucketSQLite
     assert engine.force_flush().reason == "unchanged"
     assert engine.files.pending_deletions() == []
     assert blob_objects(engine.store) == []
+
+
+def test_files_get_and_snapshot_report_progress(engine: BucketSQLite, tmp_path: Path) -> None:
+    bh_key = engine.files.put(os.urandom(2_000_000))
+    received: list[int] = []
+    engine.files.get(bh_key, dest=tmp_path / "out.bin", progress=received.append)
+    assert sum(received) == 2_000_000
+    sent: list[int] = []
+    engine.snapshot(progress=sent.append)
+    assert sum(sent) == engine.last_flush.bytes  # type: ignore[union-attr]

@@ -195,3 +195,13 @@ def test_extra_upload_parameters(store: ObjectStore, request: pytest.FixtureRequ
     assert isinstance(store, S3ObjectStore)
     raw = request.getfixturevalue("moto").client().head_object(Bucket=store.bucket, Key="x")
     assert (raw["CacheControl"], raw["ContentDisposition"]) == ("max-age=60", "attachment")
+
+
+def test_progress_is_reported_for_uploads_and_downloads(store: ObjectStore, tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    uploaded: list[int] = []
+    store.put("p", src, progress=uploaded.append)
+    downloaded: list[int] = []
+    store.get_to("p", tmp_path / "back.bin", progress=downloaded.append)
+    assert sum(uploaded) == sum(downloaded) == src.stat().st_size

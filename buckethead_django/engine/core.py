@@ -265,8 +265,11 @@ class BucketSQLite:
             return FlushResult(uploaded=False, reason="debounced", at=time.time())
         return self.force_flush()
 
-    def force_flush(self) -> FlushResult:
-        """Snapshot now if anything changed since the last snapshot, ignoring the debounce."""
+    def force_flush(self, *, progress: Progress | None = None) -> FlushResult:
+        """Snapshot now if anything changed since the last snapshot, ignoring the debounce.
+
+        ``progress`` is called with the bytes uploaded as the upload goes on.
+        """
         self._require(self._conn)
         if self.read_only_reason is not None:
             raise ReadOnlyError(self.read_only_reason)
@@ -287,7 +290,11 @@ class BucketSQLite:
             try:
                 image = snapshot.capture(self._require(self._watcher))
                 info = snapshot.upload(
-                    self.store, self.config.key, image, keep_previous=self.snapshot_config.keep_previous
+                    self.store,
+                    self.config.key,
+                    image,
+                    keep_previous=self.snapshot_config.keep_previous,
+                    progress=progress,
                 )
             except Exception as exc:  # noqa: BLE001 - _failed() records it and raises it again
                 self._failed(exc)
@@ -393,12 +400,12 @@ class BucketSQLite:
 
     # -- operator actions --------------------------------------------------------------
 
-    def snapshot(self, label: str | None = None) -> SnapshotEntry:
+    def snapshot(self, label: str | None = None, *, progress: Progress | None = None) -> SnapshotEntry:
         """Make the bucket hold the current state now; with ``label``, also keep it under that name.
 
         Labelled snapshots are never replaced by later flushes.
         """
-        self.force_flush()
+        self.force_flush(progress=progress)
         if label is None:
             return snapshot.find_snapshot(self.store, self.config.key, snapshot.LATEST)
         snapshot.validate_label(label)

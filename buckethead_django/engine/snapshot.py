@@ -56,11 +56,13 @@ def capture(conn: sqlite3.Connection) -> Capture:
     return Capture(data=data, data_version=version)
 
 
-def upload(store: ObjectStore, key: str, image: Capture, *, keep_previous: bool) -> ObjectInfo:
+def upload(
+    store: ObjectStore, key: str, image: Capture, *, keep_previous: bool, progress: Progress | None = None
+) -> ObjectInfo:
     """Write ``image`` at ``key``, first keeping the snapshot it replaces at ``<key>.prev``."""
     if keep_previous and store.head(key) is not None:
         store.copy(key, key + PREVIOUS_SUFFIX)
-    return store.put(key, image.data, content_type=CONTENT_TYPE, metadata={"sha256": image.sha256})
+    return store.put(key, image.data, content_type=CONTENT_TYPE, metadata={"sha256": image.sha256}, progress=progress)
 
 
 def restore(store: ObjectStore, key: str, into: sqlite3.Connection) -> ObjectInfo | None:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import BucketHeadError, PreconditionFailed
-from ..objectstore import ObjectStore, Source, iter_objects
+from ..objectstore import ObjectStore, Progress, Source, iter_objects
 from ..objectstore.base import COPY_CHUNK, copy_stream
 from .base import Interface, prefix_range
 
@@ -413,11 +413,15 @@ class FileStore(Interface):
     def exists(self, bh_key: str) -> bool:
         return self.head(bh_key) is not None
 
-    def get(self, bh_key: str, dest: Path | BinaryIO | None = None) -> bytes | Path | None:
+    def get(
+        self, bh_key: str, dest: Path | BinaryIO | None = None, *, progress: Progress | None = None
+    ) -> bytes | Path | None:
         """The blob's content: as bytes (no ``dest``), written to a path, or copied into a stream.
 
         The size received is checked against the recorded size; a mismatch
         raises `BlobSizeMismatch` (and leaves no partial file at ``dest``).
+        ``progress`` is called with the bytes received as a download to
+        ``dest`` goes on.
         """
         info = self.head(bh_key)
         object_key = info.object_key if info else self.object_key(bh_key)
@@ -429,13 +433,13 @@ class FileStore(Interface):
         if isinstance(dest, Path):
             with tempfile.TemporaryDirectory(dir=dest.parent if dest.parent.exists() else None) as tmp:
                 part = Path(tmp) / "blob"
-                self._objects.get_to(object_key, part)
+                self._objects.get_to(object_key, part, progress=progress)
                 _check_size(bh_key, expected, part.stat().st_size)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(part, dest)
             return dest
         counter = _CountingWriter(dest)
-        self._objects.get_to(object_key, counter)  # type: ignore[arg-type]
+        self._objects.get_to(object_key, counter, progress=progress)  # type: ignore[arg-type]
         _check_size(bh_key, expected, counter.count)
         return None
 

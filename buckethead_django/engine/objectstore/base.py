@@ -73,6 +73,7 @@ class ObjectStore(Protocol):
         if_none_match: bool = False,
         if_match: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        progress: Progress | None = None,
     ) -> ObjectInfo: ...
 
     def get(self, key: str) -> bytes: ...

@@ -110,6 +110,7 @@ class LocalObjectStore:
         if_none_match: bool = False,
         if_match: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        progress: Progress | None = None,
     ) -> ObjectInfo:
         """Write the object; ``extra`` (S3 upload parameters) is ignored, as no HTTP server reads it here."""
         path = self._path(key)
@@ -121,11 +122,13 @@ class LocalObjectStore:
                 if isinstance(data, (bytes, bytearray, memoryview)):
                     md5.update(data)
                     out.write(data)
+                    if progress is not None:
+                        progress(len(data))
                 elif isinstance(data, Path):
                     with open(data, "rb") as src:
-                        copy_stream(src, out, digests=(md5,))
+                        copy_stream(src, out, digests=(md5,), progress=progress)
                 else:
-                    copy_stream(data, out, digests=(md5,))
+                    copy_stream(data, out, digests=(md5,), progress=progress)
                 out.flush()
                 os.fsync(out.fileno())
             etag = f'"{md5.hexdigest()}"'

@@ -132,6 +132,7 @@ class S3ObjectStore:
         if_none_match: bool = False,
         if_match: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        progress: Progress | None = None,
     ) -> ObjectInfo:
         """Upload the object; ``extra`` becomes PutObject parameters (``content_type``/``metadata`` win)."""
         args: dict[str, Any] = dict(extra or {})
@@ -146,7 +147,7 @@ class S3ObjectStore:
 
             def upload(config: TransferConfig) -> None:
                 body.seek(start)
-                self._client.upload_fileobj(body, self.bucket, key, ExtraArgs=args, Config=config)
+                self._client.upload_fileobj(body, self.bucket, key, ExtraArgs=args, Config=config, Callback=progress)
 
             self._transfer_with(upload)
         info = self.head(key)

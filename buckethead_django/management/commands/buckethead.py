@@ -248,7 +248,9 @@ class Command(BaseCommand):
         if label is not None:
             self._refuse_existing_label(bucket, label)
         if bucket.own is not None:
-            entry = bucket.own.snapshot(label)
+            size = bucket.own.stats()["database_bytes"]
+            with ProgressBar(self.stderr, "Uploading the snapshot", size) as bar:
+                entry = bucket.own.snapshot(label, progress=bar)
             lines = [f"Flushed the live state to {bucket.describe()}: {_entry_line(entry)}."]
             data = {"snapshot": entry, "flushed": True, "source": None, "writer": None}
         else:
@@ -533,7 +535,8 @@ class Command(BaseCommand):
             dest = dest / Path(info.filename or info.bh_key).name
         if dest.exists():
             raise CommandError(f"{dest} already exists; choose another path or remove it first. Nothing was written.")
-        engine.files.get(info.bh_key, dest=dest)
+        with ProgressBar(self.stderr, f"Downloading {dest.name}", info.size) as bar:
+            engine.files.get(info.bh_key, dest=dest, progress=bar)
         line = f"Wrote {info.bh_key} ({display.size(info.size)}) to {dest}."
         self._emit(options, {"bh_key": info.bh_key, "size": info.size, "path": str(dest)}, [line])
 
