@@ -435,7 +435,7 @@ class BucketSQLite:
                 entry = snapshot.find_snapshot(self.store, self.config.key, source)
                 path = Path(tmp) / "snapshot.db"
                 snapshot.download(self.store, entry.key, path, progress=progress)
-            kept = self.snapshot(label="pre-restore-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+            kept = self.snapshot(label=snapshot.timestamped_label("pre-restore"))
             with self._flush_lock:
                 src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
                 try:

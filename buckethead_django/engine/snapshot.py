@@ -15,6 +15,7 @@ import hashlib
 import re
 import sqlite3
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,6 +152,25 @@ def validate_label(label: str) -> str:
             f"letter or digit, and not {LATEST!r} or {PREVIOUS!r}"
         )
     return label
+
+
+def timestamped_label(prefix: str) -> str:
+    """``<prefix>-<UTC time>``, e.g. ``pre-restore-20261127T230437Z``: a label that sorts by time."""
+    return validate_label(f"{prefix}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+
+
+def replace_latest(store: ObjectStore, key: str, path: Path) -> SnapshotEntry:
+    """Put the valid SQLite file ``path`` in place of a latest snapshot that no engine can load.
+
+    No engine can start on a damaged latest snapshot, so none can restore
+    over it in place: this writes the file as a flush would, after keeping
+    the damaged object as ``damaged-<UTC time>`` (returned). ``previous`` is
+    left as it is.
+    """
+    validate(path, str(path))
+    kept = copy_to_label(store, key, timestamped_label("damaged"))
+    upload(store, key, Capture(path.read_bytes(), data_version=0), keep_previous=False)
+    return kept
 
 
 def list_snapshots(store: ObjectStore, key: str) -> list[SnapshotEntry]:

@@ -666,12 +666,7 @@ def _check_sqlite_file(path: Path) -> str:
 
 
 def _replace_damaged_latest(bucket: Bucket, source: str | Path, *, progress: ProgressBar) -> SnapshotEntry:
-    """Restore over a latest snapshot that no engine can load, so none can start to restore it in place.
-
-    The source is validated first; the damaged object is kept under the label
-    ``damaged-<UTC time>``; then the source takes its place, written as a
-    flush writes it. ``previous`` is left as it is.
-    """
+    """Restore over a latest snapshot that no engine can load (see `snapshot.replace_latest`)."""
     store, key = bucket.store, bucket.config.key
     with tempfile.TemporaryDirectory(prefix="buckethead-restore-") as tmp:
         if isinstance(source, Path):
@@ -684,9 +679,7 @@ def _replace_damaged_latest(bucket: Bucket, source: str | Path, *, progress: Pro
                 raise CommandError(
                     f"snapshot {source!r} is not a valid SQLite database either ({exc.reason}). Nothing was changed."
                 ) from None
-        kept = snapshots.copy_to_label(store, key, "damaged-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
-        snapshots.upload(store, key, snapshots.Capture(path.read_bytes(), data_version=0), keep_previous=False)
-    return kept
+        return snapshots.replace_latest(store, key, path)
 
 
 def _find_file(files: FileStore, ref: str) -> FileInfo | None:
@@ -711,7 +704,7 @@ def _as_of_clause(engine: BucketSQLite) -> str:
 
 
 def _default_label() -> str:
-    return "manual-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return snapshots.timestamped_label("manual")
 
 
 def _entry_line(entry: SnapshotEntry) -> str:
