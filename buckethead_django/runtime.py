@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from django.core.exceptions import ImproperlyConfigured
 
-from . import shutdown
+from . import shutdown, signals
 from .conf import get_settings
 from .engine import BucketConfig, BucketSQLite, SnapshotConfig
 from .roles import Decision, Role
@@ -89,7 +89,9 @@ def _start() -> BucketSQLite:
                     + " ".join(f"{p.msg} {p.hint}" for p in settings.errors)
                     + " (run `manage.py check` for details)"
                 )
-            engine = settings.engine(read_only_reason=None if current is Role.WRITER else _read_only_reason())
+            engine = settings.engine(
+                read_only_reason=None if current is Role.WRITER else _read_only_reason(), **signals.engine_callbacks()
+            )
         engine.start()
         _engine = engine
         if not engine.read_only:

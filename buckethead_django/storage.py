@@ -40,7 +40,7 @@ from .conf import get_settings
 from .engine import BucketSQLite, ObjectNotFound
 from .engine.interfaces import InvalidName, NamedFile, NameTaken, validate_name
 from .engine.objectstore import Source
-from .engine.objectstore.s3 import botocore_config
+from .engine.objectstore.s3 import botocore_config, transfer_config
 from .runtime import get_buckethead
 
 _URL_SALT = "buckethead_django.storage.SignedBlob"
@@ -97,6 +97,7 @@ class BucketHeadStorage(S3Storage):
             "location": "",
             "default_acl": None,
             "client_config": botocore_config(cfg) if cfg else None,
+            "transfer_config": transfer_config(cfg) if cfg else None,
             "max_memory_size": settings.FILE_UPLOAD_MAX_MEMORY_SIZE,
         }
 

@@ -7,5 +7,6 @@ from . import views
 app_name = "buckethead_django"
 
 urlpatterns = [
+    path("health/", views.health, name="health"),
     path("files/<str:token>/<str:filename>", views.serve_file, name="file"),
 ]

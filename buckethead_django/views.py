@@ -6,13 +6,41 @@ import time
 
 from django.core import signing
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpRequest
+from django.http import FileResponse, Http404, HttpRequest, JsonResponse
 from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_safe
 
+from . import runtime
 from .engine import ObjectNotFound
 from .runtime import get_buckethead
 from .storage import SignedBlob
+
+
+@require_safe
+def health(request: HttpRequest) -> JsonResponse:
+    """The engine's health as JSON, for uptime monitors: ``ok``, ``degraded`` (200) or ``failing`` (503).
+
+    ``degraded`` means the last flush failed: the site works from memory and
+    the change stays pending; ``last_upload_age_seconds`` says how old the
+    bucket's copy is. ``failing`` means there is no engine (it could not start).
+    """
+    try:
+        engine = get_buckethead()
+    except Exception as exc:  # noqa: BLE001 - any reason the engine cannot run is reported, not raised
+        return JsonResponse({"status": "failing", "role": str(runtime.role()), "error": str(exc)}, status=503)
+    upload = engine.last_upload
+    body = {
+        "status": "degraded" if engine.last_error is not None else "ok",
+        "role": str(runtime.role()),
+        "read_only": engine.read_only,
+        "last_upload_age_seconds": round(time.time() - upload.at, 3) if upload else None,
+        "last_flush": engine.last_flush.reason if engine.last_flush else None,
+        "last_error": str(engine.last_error) if engine.last_error is not None else None,
+        "pending_changes": False if engine.read_only else engine.dirty,
+    }
+    response = JsonResponse(body)
+    patch_cache_control(response, no_store=True)
+    return response
 
 
 @require_safe

@@ -294,8 +294,10 @@ def test_a_100_mb_upload_streams_with_bounded_memory(backend: Backend) -> None:
     assert storage.size(name) == size
     assert digest == expected.hexdigest()
     assert backend.blobs() == [f"files/{expected.hexdigest()}"]
-    assert save_peak < 32 * 1024 * 1024, f"saving 100 MiB peaked at {save_peak / 2**20:.0f} MiB of Python memory"
-    assert read_peak < 32 * 1024 * 1024, f"reading 100 MiB peaked at {read_peak / 2**20:.0f} MiB of Python memory"
+    # Typically 2 to 10 MiB; the bound leaves room for a busy machine while staying far below the 100 MiB
+    # that holding the file would take.
+    assert save_peak < 48 * 1024 * 1024, f"saving 100 MiB peaked at {save_peak / 2**20:.0f} MiB of Python memory"
+    assert read_peak < 48 * 1024 * 1024, f"reading 100 MiB peaked at {read_peak / 2**20:.0f} MiB of Python memory"
 
 
 # -- URLs: S3 ----------------------------------------------------------------------------

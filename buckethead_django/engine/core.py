@@ -42,6 +42,7 @@ T = TypeVar("T")
 FlushStartCallback = Callable[[], None]
 FlushCompleteCallback = Callable[[float, int], None]
 FlushErrorCallback = Callable[[BaseException], None]
+FlushSkippedCallback = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class BucketSQLite:
         on_flush_start: FlushStartCallback | None = None,
         on_flush_complete: FlushCompleteCallback | None = None,
         on_flush_error: FlushErrorCallback | None = None,
+        on_flush_skipped: FlushSkippedCallback | None = None,
         busy_timeout: float = 30.0,
         kv_max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         background_flush: bool = True,
@@ -96,6 +98,7 @@ class BucketSQLite:
         self._on_flush_start = on_flush_start
         self._on_flush_complete = on_flush_complete
         self._on_flush_error = on_flush_error
+        self._on_flush_skipped = on_flush_skipped
         self._uri = ""
         self._state_lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -110,6 +113,8 @@ class BucketSQLite:
         self._last_attempt = float("-inf")
         self.restored_from: ObjectInfo | None = None
         self.last_flush: FlushResult | None = None
+        #: The last flush that uploaded a snapshot: how old the bucket's copy of the data is.
+        self.last_upload: FlushResult | None = None
         self.last_error: BaseException | None = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -262,6 +267,7 @@ class BucketSQLite:
         """Snapshot now unless one was attempted less than ``min_interval_seconds`` ago or nothing changed."""
         since = time.monotonic() - self._last_attempt
         if since < self.snapshot_config.min_interval_seconds:
+            self._call(self._on_flush_skipped, "debounced")
             return FlushResult(uploaded=False, reason="debounced", at=time.time())
         return self.force_flush()
 
@@ -283,6 +289,7 @@ class BucketSQLite:
                 # Nothing changed since the last snapshot, so it already records every pending deletion.
                 self._delete_unreferenced_blobs(self._require(self._files).pending_deletions())
                 self.last_flush = FlushResult(uploaded=False, reason="unchanged", at=time.time())
+                self._call(self._on_flush_skipped, "unchanged")
                 return self.last_flush
             self._call(self._on_flush_start)
             started = time.perf_counter()
@@ -309,7 +316,7 @@ class BucketSQLite:
                 etag=info.etag,
                 at=time.time(),
             )
-            result = self.last_flush
+            result = self.last_upload = self.last_flush
             self._delete_unreferenced_blobs(doomed)
         self._call(self._on_flush_complete, duration, len(image.data))
         return result
