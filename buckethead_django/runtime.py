@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -115,10 +116,16 @@ def _read_only_reason() -> str:
     )
 
 
+def throwaway_engine(config: BucketConfig, **engine_kwargs: Any) -> BucketSQLite:
+    """An engine for tests: no flush loop and no debounce, so every flush a test asks for happens."""
+    engine_kwargs.setdefault("background_flush", False)
+    return BucketSQLite(config, SnapshotConfig(min_interval_seconds=0), **engine_kwargs)
+
+
 def _test_engine() -> BucketSQLite:
     path = tempfile.mkdtemp(prefix="buckethead-test-")
     _temp_dirs.append(path)
-    return BucketSQLite(BucketConfig.local(path), SnapshotConfig(min_interval_seconds=0), background_flush=False)
+    return throwaway_engine(BucketConfig.local(path))
 
 
 def stop() -> None:

@@ -85,8 +85,23 @@ def forward_interrupt_to_children() -> bool:
     return True
 
 
+#: How long the parent lets a child that got the same Ctrl-C stop on its own before asking it to.
+FORWARD_DELAY = 1.0
+
+
 def _forward_to_children(signum: int, frame: FrameType | None) -> None:
-    for pid in _child_pids():
+    """Ask the children to stop, a moment later.
+
+    After a terminal's Ctrl-C the child got the signal too and is already
+    exiting; a second signal arriving just as its exit begins could cut its
+    final flush short. Waiting a moment lets that child get into the flush,
+    which ignores further signals, while a child that got nothing still stops.
+    """
+    threading.Timer(FORWARD_DELAY, _terminate_children, args=(_child_pids(),)).start()
+
+
+def _terminate_children(pids: list[int]) -> None:
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import runtime
-from .engine import BucketConfig, BucketSQLite, SnapshotConfig
+from .engine import BucketConfig, BucketSQLite
 
 
 @contextlib.contextmanager
@@ -27,8 +27,7 @@ def fresh_buckethead(config: BucketConfig | None = None, **engine_kwargs: object
         if config is None:
             path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="buckethead-test-")))
             config = BucketConfig.local(path / "bucket")
-        engine_kwargs.setdefault("background_flush", False)
-        engine = BucketSQLite(config, SnapshotConfig(min_interval_seconds=0), **engine_kwargs)  # type: ignore[arg-type]
+        engine = runtime.throwaway_engine(config, **engine_kwargs)
         engine.start()
         stack.callback(engine.stop)
         yield stack.enter_context(runtime.use_engine(engine))

@@ -21,6 +21,7 @@ from buckethead_django.engine import (
 from buckethead_django.engine import snapshot as snapshot_module
 from buckethead_django.engine.objectstore import ObjectStore
 
+from .concurrency import run_in_threads
 from .conftest import EngineFactory
 from .recording_store import RecordingStore
 
@@ -279,28 +280,19 @@ def test_flush_with_an_open_write_transaction_fails_instead_of_hanging(make_engi
 
 def test_eight_threads_read_and_write_with_their_own_connections(engine: BucketSQLite) -> None:
     engine.connection.execute("CREATE TABLE events (thread INTEGER, n INTEGER)")
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(8)
 
     def work(thread: int) -> None:
         conn = engine.connect()
         try:
-            barrier.wait()
             for n in range(300):
                 with conn:
                     conn.execute("INSERT INTO events VALUES (?, ?)", (thread, n))
                 count = conn.execute("SELECT count(*) FROM events WHERE thread = ?", (thread,)).fetchone()[0]
                 assert count == n + 1
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
-            errors.append(exc)
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_in_threads(work)
     assert errors == [], errors[:3]
     assert engine.connection.execute("SELECT count(*) FROM events").fetchone()[0] == 8 * 300
 

@@ -7,7 +7,6 @@ import hashlib
 import io
 import os
 import random
-import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -18,6 +17,7 @@ from buckethead_django.engine import BucketConfig, BucketSQLite, FileStore, Read
 from buckethead_django.engine.interfaces import BlobSizeMismatch, InvalidName, NameTaken
 from buckethead_django.engine.objectstore import ObjectStore, iter_objects, open_object_store
 
+from .concurrency import run_in_threads
 from .conftest import EngineFactory
 from .recording_store import RecordingStore
 
@@ -333,26 +333,17 @@ def test_a_read_only_view_refuses_name_writes_before_uploading(
 def test_concurrent_saves_and_deletes_of_shared_content_never_lose_a_used_blob(engine: BucketSQLite) -> None:
     """Threads keep naming and un-naming the same two contents; every surviving name must still have its blob."""
     contents = [b"popular content", b"other content"]
-    errors: list[BaseException] = []
 
     def worker(i: int) -> None:
         rng = random.Random(i)  # noqa: S311 - a reproducible interleaving, not a secret
-        try:
-            for j in range(12):
-                name = f"w{i}/{j % 3}.bin"
-                if rng.random() < 0.6:
-                    engine.files.save_name(name, rng.choice(contents), overwrite=True)
-                else:
-                    engine.files.delete_name(name)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
+        for j in range(12):
+            name = f"w{i}/{j % 3}.bin"
+            if rng.random() < 0.6:
+                engine.files.save_name(name, rng.choice(contents), overwrite=True)
+            else:
+                engine.files.delete_name(name)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert run_in_threads(worker) == []
     used = {n.bh_key for n in engine.files.list_names()}
     stored = {key.removeprefix("files/") for key in blob_objects(engine.store)}
     assert stored == used, "a blob exists exactly while some name uses it"

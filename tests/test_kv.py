@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 
 import pytest
 
 from buckethead_django.engine import BucketSQLite, Interface, KVStore, ReadOnlyError, ValueTooLarge
 from buckethead_django.engine.interfaces.kv import glob_escape
+
+from .concurrency import run_in_threads
 
 
 class FakeClock:
@@ -252,22 +253,13 @@ def test_schema_upgrade_adds_the_expiry_column_to_an_old_table(conn: sqlite3.Con
 
 
 def test_many_threads_share_one_kvstore(engine: BucketSQLite) -> None:
-    errors: list[BaseException] = []
 
     def work(n: int) -> None:
-        try:
-            for i in range(200):
-                engine.kv.set(f"t{n}:{i}", str(i))
-                assert engine.kv.get(f"t{n}:{i}") == str(i)
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
-            errors.append(exc)
+        for i in range(200):
+            engine.kv.set(f"t{n}:{i}", str(i))
+            assert engine.kv.get(f"t{n}:{i}") == str(i)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert run_in_threads(work) == []
     assert len(engine.kv) == 8 * 200
 
 
@@ -469,19 +461,10 @@ def test_read_only_store_refuses_every_new_write(kv: KVStore) -> None:
 
 def test_update_bytes_never_loses_a_concurrent_increment(engine: BucketSQLite) -> None:
     engine.kv.set("counter", "0")
-    errors: list[BaseException] = []
 
-    def work() -> None:
-        try:
-            for _ in range(200):
-                engine.kv.update_bytes("counter", lambda old: str(int(old) + 1).encode())
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
-            errors.append(exc)
+    def work(_thread: int) -> None:
+        for _ in range(200):
+            engine.kv.update_bytes("counter", lambda old: str(int(old) + 1).encode())
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert run_in_threads(work) == []
     assert engine.kv.get("counter") == str(8 * 200)
