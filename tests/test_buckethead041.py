@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from buckethead_django.engine import BucketSQLite
+from buckethead_django.engine import BucketSQLite, list_snapshots
 from buckethead_django.engine.objectstore import ObjectStore, iter_objects
 
 from .conftest import FIXTURE_BUCKET, EngineFactory
@@ -81,21 +81,30 @@ def test_application_tables_are_kept(adopted_store: ObjectStore, make_engine: En
 def test_writing_carries_the_bucket_forward_without_deleting_anything(
     adopted_store: ObjectStore, make_engine: EngineFactory
 ) -> None:
-    before = {o.key for o in iter_objects(adopted_store)}
-    original = adopted_store.get("bucketsqlite/snap.db")
+    before = {o.key: o.etag for o in iter_objects(adopted_store)}
     bh: BucketSQLite = make_engine().start()
+    assert bh.restored_from is not None
+    assert bh.restored_from.name == "legacy"
     bh.kv.set("adopted", "yes")
     bh.stop()
-    assert {o.key for o in iter_objects(adopted_store)} == before, "the 0.4.x objects are all still there"
-    assert adopted_store.get("bucketsqlite/snap.db.prev") == original
+    after = {o.key: o.etag for o in iter_objects(adopted_store)}
+    assert {k: after.get(k) for k in before} == before, "every 0.4.x object is still there, unchanged"
+    added = sorted(set(after) - set(before))
+    assert [k.rsplit(".", 1)[-1] for k in added] == ["current", "chunk0000", "json"], "one new generation"
     with make_engine() as again:
+        assert again.restored_from is not None
+        assert again.restored_from.kind == "generation", "from now on the generations are the truth"
         assert again.kv.get("adopted") == "yes"
         assert len(again.kv) == 1001
         assert again.connection.execute("SELECT count(*) FROM app_users").fetchone() == (3,)
+    names = [e.name for e in list_snapshots(adopted_store, "bucketsqlite/snap.db")]
+    assert names[-2:] == ["legacy", "legacy-previous"], "the 0.4.x snapshots stay restorable by name"
 
 
-def test_an_idle_adoption_changes_nothing_in_the_bucket(adopted_store: ObjectStore, make_engine: EngineFactory) -> None:
+def test_an_idle_adoption_changes_no_existing_object(adopted_store: ObjectStore, make_engine: EngineFactory) -> None:
     before = {o.key: o.etag for o in iter_objects(adopted_store)}
     with make_engine() as bh:
         bh.kv.get("json:settings")
-    assert {o.key: o.etag for o in iter_objects(adopted_store)} == before
+    after = {o.key: o.etag for o in iter_objects(adopted_store)}
+    assert {k: after.get(k) for k in before} == before
+    assert set(after) - set(before) == {"bucketsqlite/snap.db.current"}, "only the writer's claim, no snapshot"

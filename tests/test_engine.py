@@ -24,12 +24,7 @@ from buckethead_django.engine.objectstore import ObjectStore
 from .concurrency import run_in_threads
 from .conftest import EngineFactory
 from .recording_store import RecordingStore
-
-KEY = "bucketsqlite/snap.db"
-
-
-def snapshot_bytes(store: ObjectStore, key: str = KEY) -> bytes:
-    return store.get(key)
+from .snapshots import KEY, current_record, snapshot_bytes
 
 
 def open_snapshot(data: bytes) -> sqlite3.Connection:
@@ -122,6 +117,7 @@ def test_idle_flushes_upload_nothing_and_do_not_read_the_database(
     real_capture = snapshot_module.capture
     monkeypatch.setattr(snapshot_module, "capture", lambda conn: captures.append(1) or real_capture(conn))
 
+    store.puts.clear()  # starting claims the current record once
     for _ in range(5):
         assert bh.force_flush().reason == "unchanged"
     assert store.data_puts == []
@@ -129,10 +125,12 @@ def test_idle_flushes_upload_nothing_and_do_not_read_the_database(
 
     bh.kv.set("k", "v")
     assert bh.force_flush().uploaded
-    assert store.data_puts == [KEY]
+    one_generation = list(store.data_puts)
+    assert one_generation[-1] == KEY + ".current", "a generation is committed by replacing the current record"
+    assert len(one_generation) == 3, "one chunk, its record, the current record"
     for _ in range(5):
         assert not bh.flush().uploaded
-    assert store.data_puts == [KEY], "nothing changed after the flush, so nothing more is uploaded"
+    assert store.data_puts == one_generation, "nothing changed after the flush, so nothing more is uploaded"
     assert captures == [1]
 
 
@@ -157,6 +155,7 @@ def test_a_restored_database_that_nobody_writes_is_never_uploaded(
     store = RecordingStore(open_object_store(bucket_config))
     reader = make_engine(store=store).start()
     assert reader.kv.get("k") == "v"
+    store.puts.clear()  # starting claims the current record once
     reader.flush()
     reader.stop()
     assert store.data_puts == [], "an idle process must never roll back a newer snapshot written elsewhere"
@@ -176,7 +175,7 @@ def test_background_loop_flushes_changes_on_its_interval(make_engine: EngineFact
     bh.start()
     bh.kv.set("k", "from the loop")
     deadline = time.monotonic() + 10
-    while bh.store.head(KEY) is None and time.monotonic() < deadline:
+    while current_record(bh.store) is None and time.monotonic() < deadline:
         time.sleep(0.05)
     data = snapshot_bytes(bh.store)
     conn = open_snapshot(data)
@@ -240,7 +239,7 @@ def test_keep_previous_keeps_the_replaced_snapshot(engine: BucketSQLite) -> None
     first = snapshot_bytes(engine.store)
     engine.kv.set("v", "2")
     engine.force_flush()
-    assert snapshot_bytes(engine.store, KEY + ".prev") == first
+    assert snapshot_bytes(engine.store, "previous") == first
     assert open_snapshot(snapshot_bytes(engine.store)).execute("SELECT value FROM bh_kv").fetchone() == (b"2",)
 
 
@@ -347,8 +346,6 @@ def test_snapshots_taken_during_writes_are_consistent(engine: BucketSQLite) -> N
     assert errors == []
     counts = []
     for data in images:
-        path = Path(engine.config.local_path or "/nonexistent")  # unused, keeps types simple
-        del path
         conn = open_snapshot(data)
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         debit = conn.execute("SELECT count(*), coalesce(max(id), -1) FROM debit").fetchone()
@@ -428,7 +425,9 @@ def test_capture_is_a_plain_sqlite_file(engine: BucketSQLite) -> None:
     engine.force_flush()
     data = snapshot_bytes(engine.store)
     assert data.startswith(b"SQLite format 3\x00")
-    head = engine.store.head(KEY)
+    record = current_record(engine.store)
+    assert record is not None
+    head = engine.store.head(record.chunks[0].key)
     assert head is not None
     assert head.content_type == "application/vnd.sqlite3"
     assert head.metadata.get("sha256") == snapshot_module.Capture(data, 0).sha256

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sqlite3
@@ -11,13 +12,19 @@ from pathlib import Path
 import pytest
 
 from buckethead_django.engine import BucketSQLite, ReadOnlyError, SnapshotConfig, SnapshotCorrupt, read_lease
-from buckethead_django.engine import snapshot as snap
+from buckethead_django.engine import generations as snap
 from buckethead_django.engine.lease import WriterLease, lease_key
 from buckethead_django.engine.objectstore import ObjectStore
 
 from .conftest import EngineFactory
+from .snapshots import KEY, snapshot_bytes
 
-KEY = "bucketsqlite/snap.db"
+
+def value_in(image: bytes, key: str) -> bytes | None:
+    conn = sqlite3.connect(":memory:")
+    conn.deserialize(image)
+    row = conn.execute("SELECT value FROM bh_kv WHERE key=?", (key,)).fetchone()
+    return row[0] if row else None
 
 
 # -- the writer lease --------------------------------------------------------------------
@@ -81,26 +88,37 @@ def test_stop_leaves_a_lease_taken_over_by_another_process(make_engine: EngineFa
 def test_labelled_snapshots_are_listed_and_survive_later_flushes(engine: BucketSQLite) -> None:
     engine.kv.set("v", "1")
     first = engine.snapshot()
-    assert first.name == "latest"
+    assert (first.kind, first.current) == ("generation", True)
     kept = engine.snapshot(label="before-migration")
-    assert (kept.name, kept.kind, kept.key) == ("before-migration", "labelled", f"{KEY}.label.before-migration")
+    assert (kept.name, kept.kind, kept.key) == ("before-migration", "labelled", f"{KEY}.labels/before-migration.json")
     engine.kv.set("v", "2")
     engine.force_flush()
     engine.kv.set("v", "3")
     engine.force_flush()
-    names = [(e.name, e.kind) for e in snap.list_snapshots(engine.store, KEY)]
-    assert names == [("latest", "latest"), ("previous", "previous"), ("before-migration", "labelled")]
-    labelled = sqlite3.connect(":memory:")
-    labelled.deserialize(engine.store.get(kept.key))
-    assert labelled.execute("SELECT value FROM bh_kv WHERE key='v'").fetchone() == (b"1",)
+    entries = snap.list_snapshots(engine.store, KEY)
+    assert [(e.kind, e.current) for e in entries] == [
+        ("generation", True),
+        ("generation", False),
+        ("generation", False),
+        ("labelled", False),
+    ]
+    assert [e.name for e in entries][2] == first.name
+    assert value_in(snapshot_bytes(engine.store, "before-migration"), "v") == b"1"
+    assert value_in(snapshot_bytes(engine.store, "previous"), "v") == b"2"
+    assert value_in(snapshot_bytes(engine.store, first.name), "v") == b"1"
+    with pytest.raises(FileExistsError, match="already exists"):
+        engine.snapshot(label="before-migration")
 
 
 def test_a_label_of_an_empty_never_flushed_database(engine: BucketSQLite) -> None:
     entry = engine.snapshot(label="empty")
     assert snap.find_snapshot(engine.store, KEY, "empty") == entry
+    assert snapshot_bytes(engine.store, "empty").startswith(b"SQLite format 3")
 
 
-@pytest.mark.parametrize("label", ["", "latest", "previous", "../x", "a/b", "-dash", "x" * 101, "sp ace"])
+@pytest.mark.parametrize(
+    "label", ["", "latest", "previous", "legacy", "../x", "a/b", "-dash", "0000000001-abcdef12", "x" * 101, "sp ace"]
+)
 def test_invalid_labels_are_refused(engine: BucketSQLite, label: str) -> None:
     with pytest.raises(ValueError, match="label"):
         engine.snapshot(label=label)
@@ -115,17 +133,21 @@ def test_find_snapshot_of_an_unknown_name(engine: BucketSQLite) -> None:
         snap.find_snapshot(engine.store, KEY, "../../etc")
 
 
-def test_download_validates_and_leaves_nothing_when_invalid(engine: BucketSQLite, tmp_path: Path) -> None:
+def test_fetch_verifies_and_leaves_nothing_when_invalid(engine: BucketSQLite, tmp_path: Path) -> None:
     engine.kv.set("k", "v")
     engine.force_flush()
     moved: list[int] = []
     dest = tmp_path / "out" / "copy.db"
-    snap.download(engine.store, KEY, dest, progress=moved.append)
+    latest = snap.find_snapshot(engine.store, KEY, "latest").record
+    snap.fetch(engine.store, latest, dest, keys=(), progress=moved.append)
     assert sqlite3.connect(dest).execute("SELECT count(*) FROM bh_kv").fetchone() == (1,)
     assert sum(moved) == dest.stat().st_size
-    engine.store.put(f"{KEY}.label.broken", b"garbage" * 100)
-    with pytest.raises(SnapshotCorrupt):
-        snap.download(engine.store, f"{KEY}.label.broken", tmp_path / "bad.db")
+    engine.store.put(latest.chunks[0].key + ".x", b"garbage" * 100)
+    broken = dataclasses.replace(
+        latest, chunks=(dataclasses.replace(latest.chunks[0], key=latest.chunks[0].key + ".x"),)
+    )
+    with pytest.raises(SnapshotCorrupt, match="does not match its record"):
+        snap.fetch(engine.store, broken, tmp_path / "bad.db", keys=())
     assert list(tmp_path.glob("bad*")) == []
     assert list(tmp_path.glob(".bad*")) == []
 
@@ -142,14 +164,8 @@ def test_restore_a_named_snapshot_keeps_the_current_state_first(engine: BucketSQ
     assert engine.kv.get("v") == "good"
     assert engine.kv.get("extra") is None
     assert kept.name.startswith("pre-restore-")
-    undo = sqlite3.connect(":memory:")
-    undo.deserialize(engine.store.get(kept.key))
-    assert undo.execute("SELECT value FROM bh_kv WHERE key='v'").fetchone() == (b"mistake",), (
-        "the restore can be undone"
-    )
-    latest = sqlite3.connect(":memory:")
-    latest.deserialize(engine.store.get(KEY))
-    assert latest.execute("SELECT value FROM bh_kv WHERE key='v'").fetchone() == (b"good",), "and it is durable"
+    assert value_in(snapshot_bytes(engine.store, kept.name), "v") == b"mistake", "the restore can be undone"
+    assert value_in(snapshot_bytes(engine.store), "v") == b"good", "and it is durable"
 
 
 def test_restore_a_local_file_and_upgrade_its_schema(engine: BucketSQLite, tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ def test_a_command_reads_the_latest_snapshot_and_refuses_writes(tmp_path: Path) 
 
 def test_a_second_server_on_the_same_bucket_is_refused(tmp_path: Path) -> None:
     with Server("runserver", tmp_path, "--noreload") as first:
-        second = Server("runserver", tmp_path, "--noreload")
+        second = Server("runserver", tmp_path, "--noreload", BUCKETHEAD_LEASE_WAIT="1")
         code = second.proc.wait(timeout=60)
         second.stop()  # already exited: this only closes its log
         log = second.log()

@@ -7,6 +7,8 @@ from .config import BucketConfig, SnapshotConfig
 from .core import BucketSQLite, FlushResult
 from .errors import (
     BucketHeadError,
+    BucketUnavailable,
+    CurrentSnapshotCorrupt,
     NotStarted,
     ObjectNotFound,
     ObjectStoreError,
@@ -16,16 +18,20 @@ from .errors import (
     SnapshotError,
     ValueTooLarge,
     WriterConflict,
+    WriterFenced,
 )
+from .generations import SnapshotEntry, find_snapshot, list_snapshots
 from .interfaces import FileInfo, FileStore, GcReport, Interface, KVStore
 from .lease import WriterLease, read_lease
 from .objectstore import LocalObjectStore, ObjectInfo, ObjectStore, S3ObjectStore, open_object_store
-from .snapshot import SnapshotEntry, list_snapshots
+from .record import SnapshotRecord
 
 __all__ = [
     "BucketConfig",
     "BucketHeadError",
     "BucketSQLite",
+    "BucketUnavailable",
+    "CurrentSnapshotCorrupt",
     "FileInfo",
     "FileStore",
     "FlushResult",
@@ -45,9 +51,12 @@ __all__ = [
     "SnapshotCorrupt",
     "SnapshotEntry",
     "SnapshotError",
+    "SnapshotRecord",
     "ValueTooLarge",
     "WriterConflict",
+    "WriterFenced",
     "WriterLease",
+    "find_snapshot",
     "list_snapshots",
     "open_object_store",
     "read_lease",

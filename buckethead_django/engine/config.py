@@ -92,16 +92,30 @@ class SnapshotConfig:
     """When snapshots are written.
 
     ``interval_seconds`` drives the background flush loop; ``min_interval_seconds``
-    debounces ``flush()`` so a burst of callers costs one upload; with
-    ``keep_previous`` the snapshot being replaced is copied to ``<key>.prev``.
+    debounces ``flush()`` so a burst of callers costs one upload. Every flush
+    writes a new generation; retention keeps the newest ``keep_snapshots``
+    and any younger than ``keep_max_age_seconds`` (None: no age rule).
+    ``keep_previous`` (buckethead's name) guarantees at least the snapshot
+    before the current one survives retention.
     """
 
     interval_seconds: float = 60.0
     min_interval_seconds: float = 5.0
     keep_previous: bool = True
+    keep_snapshots: int = 24
+    keep_max_age_seconds: float | None = None
+
+    @property
+    def generations_kept(self) -> int:
+        """How many of the newest generations retention always keeps."""
+        return max(self.keep_snapshots, 2 if self.keep_previous else 1)
 
     def __post_init__(self) -> None:
         if self.interval_seconds <= 0:
             raise ValueError("SnapshotConfig.interval_seconds must be > 0")
         if self.min_interval_seconds < 0:
             raise ValueError("SnapshotConfig.min_interval_seconds must be >= 0")
+        if self.keep_snapshots < 1:
+            raise ValueError("SnapshotConfig.keep_snapshots must be >= 1 (the current generation is always kept)")
+        if self.keep_max_age_seconds is not None and self.keep_max_age_seconds <= 0:
+            raise ValueError("SnapshotConfig.keep_max_age_seconds must be > 0, or None for no age rule")

@@ -1,5 +1,10 @@
 """BucketSQLite: one in-memory SQLite database, made durable in a bucket.
 
+A writer takes the bucket's lease, restores the current generation (after
+verifying it), and from then on commits a new generation whenever something
+changed; see `generations` for the layout and `lease` for the single-writer
+rule.
+
 The database lives in SQLite's ``memdb`` VFS under a name unique to this
 instance, so any number of connections in the process open the *same*
 in-memory database with normal locking and busy timeouts (shared-cache mode
@@ -14,26 +19,40 @@ commits, so an idle tick costs one pragma — no copy, no hash, no upload.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
 import sqlite3
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import NoReturn, TypeVar
 
-from . import snapshot
+from . import generations, lease, snapshot
 from .config import BucketConfig, SnapshotConfig
-from .errors import NotStarted, ReadOnlyError, SnapshotError, WriterConflict
+from .errors import (
+    BucketUnavailable,
+    CurrentSnapshotCorrupt,
+    NotStarted,
+    ObjectNotFound,
+    ObjectStoreError,
+    PreconditionFailed,
+    ReadOnlyError,
+    SnapshotCorrupt,
+    SnapshotError,
+    WriterFenced,
+)
+from .generations import Current, GenerationObjects, SnapshotEntry
 from .interfaces import FileStore, KVStore
 from .interfaces.kv import DEFAULT_MAX_VALUE_BYTES
-from .lease import DEFAULT_LEASE_SECONDS, WriterLease, held_by_another, lease_key, read_lease
-from .objectstore import ObjectInfo, ObjectStore, Progress, open_object_store
-from .snapshot import SnapshotEntry
+from .lease import DEFAULT_LEASE_SECONDS, WriterLease, read_lease
+from .objectstore import ObjectStore, Progress, open_object_store
+from .record import GENERATION, LABELLED, SnapshotRecord
 
 logger = logging.getLogger("buckethead_django.engine")
 
@@ -84,6 +103,10 @@ class BucketSQLite:
         background_flush: bool = True,
         read_only_reason: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        lease_wait: float = 0.0,
+        startup_timeout: float = 30.0,
+        signing_key: bytes | None = None,
+        verify_keys: Sequence[bytes] = (),
     ) -> None:
         self.config = config
         self.snapshot_config = snapshot_config or SnapshotConfig()
@@ -93,8 +116,21 @@ class BucketSQLite:
         self.background_flush = background_flush
         self.read_only_reason = read_only_reason
         self.lease_seconds = lease_seconds
+        self.lease_wait = lease_wait
+        self.startup_timeout = startup_timeout
+        self.signing_key = signing_key
+        #: Snapshots verify when signed with any of these (the signing key first); none: no signature check.
+        self.verify_keys: tuple[bytes, ...] = tuple(k for k in (signing_key, *verify_keys) if k)
         #: This engine's own writer lease while it runs as the writer.
         self.lease: WriterLease | None = None
+        self._lease_etag = ""
+        self._lease_retry_at = 0.0
+        self._current: Current | None = None
+        self._generations: list[GenerationObjects] = []
+        self._failures = 0
+        self._retry_at: float | None = None
+        #: Set when another writer took the bucket over: this engine no longer flushes.
+        self.fenced: WriterFenced | None = None
         self._on_flush_start = on_flush_start
         self._on_flush_complete = on_flush_complete
         self._on_flush_error = on_flush_error
@@ -111,7 +147,8 @@ class BucketSQLite:
         self._files: FileStore | None = None
         self._flushed_version: int | None = None
         self._last_attempt = float("-inf")
-        self.restored_from: ObjectInfo | None = None
+        #: The snapshot this engine started from (None: it started empty).
+        self.restored_from: SnapshotRecord | None = None
         self.last_flush: FlushResult | None = None
         #: The last flush that uploaded a snapshot: how old the bucket's copy of the data is.
         self.last_upload: FlushResult | None = None
@@ -124,11 +161,14 @@ class BucketSQLite:
         return self._conn is not None
 
     def start(self) -> BucketSQLite:
-        """Restore the latest snapshot (or start empty if there is none) and begin flushing.
+        """Take the lease (a writer), restore the current snapshot after verifying it, and begin flushing.
 
-        If the snapshot cannot be read or is not a valid database, this raises
-        and leaves nothing running, so a later `stop()` cannot upload an empty
-        database over the snapshot.
+        Raises rather than start over data it could not load: `WriterConflict`
+        if another writer keeps the lease past ``lease_wait``,
+        `CurrentSnapshotCorrupt` (naming the newest snapshot that does verify)
+        if the current one fails verification, `BucketUnavailable` if the
+        bucket cannot be reached within ``startup_timeout``. Nothing is left
+        running then, so a later `stop()` cannot upload an empty database.
         """
         with self._state_lock:
             if self._conn is not None:
@@ -140,26 +180,22 @@ class BucketSQLite:
             )
             self._connections = [kv_conn, files_conn, watcher, conn]
             try:
-                self.restored_from = snapshot.restore(self.store, self.config.key, conn)
+                self._with_startup_retries(lambda: self._restore_into(conn))
                 kv = KVStore(kv_conn, max_value_bytes=self.kv_max_value_bytes)
                 files = FileStore(files_conn, self.store, prefix=self.config.files_prefix)
             except BaseException:
                 self._close_connections()
+                self._release_lease()
                 raise
             if self.read_only_reason is not None:
                 for c in (conn, kv_conn, files_conn):
                     c.execute("PRAGMA query_only = ON")
                 kv.read_only_reason = files.read_only_reason = self.read_only_reason
-            if not self.read_only:
-                try:
-                    self._take_lease()
-                except BaseException:
-                    self._close_connections()
-                    raise
             self._conn, self._watcher, self._kv, self._files = conn, watcher, kv, files
             # What is in memory now is what the bucket holds (schema creation aside,
             # which every start repeats): nothing to upload until something changes.
             self._flushed_version = self._data_version()
+            self.fenced = None
             self._stop_event.clear()
             if self.background_flush and not self.read_only:
                 self._thread = threading.Thread(target=self._flush_loop, name="buckethead-flush", daemon=True)
@@ -167,15 +203,95 @@ class BucketSQLite:
         logger.info(
             "BucketSQLite started from %s (%s)",
             self.store.describe(),
-            f"snapshot {self.config.key}, {self.restored_from.size} bytes" if self.restored_from else "no snapshot yet",
+            f"snapshot {self.restored_from.name}, {self.restored_from.size} bytes"
+            if self.restored_from
+            else "no snapshot yet",
         )
         return self
 
+    def _with_startup_retries(self, step: Callable[[], None]) -> None:
+        """Run ``step``, retrying while the bucket is unreachable, for at most ``startup_timeout`` seconds."""
+        deadline = time.monotonic() + self.startup_timeout
+        for attempt in range(1, 1_000_000):
+            try:
+                step()
+                return
+            except (ObjectNotFound, SnapshotError):
+                raise
+            except (ObjectStoreError, OSError) as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BucketUnavailable(
+                        f"could not reach {self.store.describe()} for {self.startup_timeout:g}s at startup: {exc}. "
+                        "Nothing was started, so nothing in the bucket can be overwritten by an empty database. "
+                        "Check the endpoint, credentials and network, or allow a longer wait (STARTUP_TIMEOUT)."
+                    ) from exc
+                delay = min(remaining, _backoff(attempt, cap=5.0))
+                logger.warning(
+                    "BucketSQLite cannot reach %s (%s); retrying in %.1fs", self.store.describe(), exc, delay
+                )
+                time.sleep(delay)
+
+    def _restore_into(self, conn: sqlite3.Connection) -> None:
+        """Take the lease (a writer), load the current snapshot into ``conn``, and claim the current record."""
+        key = self.config.key
+        if not self.read_only and self.lease is None:
+            self.lease, self._lease_etag = lease.acquire(
+                self.store, key, self.lease_seconds, wait_seconds=self.lease_wait
+            )
+        current = generations.read_current(self.store, key)
+        listing = generations.list_generation_objects(self.store, key) if current is None else None
+        if current is None and listing and any(g.has_record for g in listing):
+            damage = SnapshotCorrupt(generations.current_key(key), "it is missing, but the bucket holds generations")
+            raise CurrentSnapshotCorrupt(damage, self._newest_verifying(None))
+        source = current.record if current is not None else None
+        if source is None:
+            legacy = generations.legacy_records(self.store, key)
+            source = legacy[0] if legacy and legacy[0].name == generations.LEGACY_LATEST else None
+        if source is not None:
+            try:
+                with generations.fetched(self.store, source, keys=self.verify_keys) as path:
+                    snapshot.load(path, conn)
+            except SnapshotCorrupt as damage:
+                raise CurrentSnapshotCorrupt(damage, self._newest_verifying(source.name)) from None
+        self.restored_from = source
+        if self.read_only:
+            return
+        # Claiming the current record fences off any earlier writer that is merely paused.
+        self._current = generations.commit(
+            self.store, key, current.record if current else None, self.writer_id, etag=current.etag if current else None
+        )
+        self._generations = self._drop_orphans(listing or generations.list_generation_objects(self.store, key))
+
+    def _newest_verifying(self, excluding: str | None) -> str | None:
+        good = generations.newest_verifying(self.store, self.config.key, keys=self.verify_keys, excluding=excluding)
+        return good.name if good is not None else None
+
+    def _drop_orphans(self, listing: list[GenerationObjects]) -> list[GenerationObjects]:
+        """Delete what crashed flushes left (chunks without a record); return the generations that remain."""
+        kept = []
+        for generation in listing:
+            if generation.has_record:
+                kept.append(generation)
+                continue
+            try:
+                generations.delete_generation(self.store, generation)
+            except ObjectStoreError:
+                logger.warning("BucketSQLite could not delete the unfinished generation %s", generation.name)
+        return kept
+
+    @property
+    def writer_id(self) -> str:
+        """Who this writer is in the current record: host, pid and the lease's token."""
+        return f"{self.lease.holder}/{self.lease.token}" if self.lease else ""
+
     def stop(self) -> None:
-        """Stop the flush loop, make a final flush and close the database.
+        """Stop the flush loop, make a final flush, release the lease and close the database.
 
         If the final flush fails the error is raised and the database stays
-        open, so nothing is lost and `stop()` can be called again.
+        open, so nothing is lost and `stop()` can be called again. A fenced
+        writer cannot flush: it saves its database to a local file instead
+        and says where.
         """
         with self._state_lock:
             if self._conn is None:
@@ -185,12 +301,27 @@ class BucketSQLite:
         if thread is not None:
             thread.join()
         if not self.read_only:
-            self.force_flush()
-            self._release_lease()
+            if self.fenced is None:
+                self.force_flush()
+                self._release_lease()
+            else:
+                self._save_fenced_copy()
         with self._state_lock:
             self._close_connections()
             self._conn = self._watcher = None
             self._kv = self._files = None
+
+    def _save_fenced_copy(self) -> None:
+        """Keep what a fenced writer holds in a local file, as it can no longer go to the bucket."""
+        path = Path(tempfile.gettempdir()) / f"buckethead-fenced-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.db"
+        with self._flush_lock:
+            path.write_bytes(snapshot.capture(self._require(self._watcher)).data)
+        logger.error(
+            "BucketSQLite was fenced off %s and did not flush at stop; its database is saved in %s. "
+            "Compare it with the bucket and restore it (`buckethead restore --file`) if it holds what you need.",
+            self.store.describe(),
+            path,
+        )
 
     @property
     def read_only(self) -> bool:
@@ -272,15 +403,19 @@ class BucketSQLite:
         return self.force_flush()
 
     def force_flush(self, *, progress: Progress | None = None) -> FlushResult:
-        """Snapshot now if anything changed since the last snapshot, ignoring the debounce.
+        """Commit a new generation now if anything changed since the last one, ignoring the debounce.
 
         ``progress`` is called with the bytes uploaded as the upload goes on.
+        Raises `WriterFenced` once another writer has taken the bucket over.
         """
         self._require(self._conn)
         if self.read_only_reason is not None:
             raise ReadOnlyError(self.read_only_reason)
         with self._flush_lock:
             self._last_attempt = time.monotonic()
+            if self.fenced is not None:
+                self._call(self._on_flush_skipped, "fenced")
+                raise self.fenced
             try:
                 changed = self._data_version() != self._flushed_version
             except sqlite3.OperationalError as exc:
@@ -296,30 +431,104 @@ class BucketSQLite:
             doomed = self._require(self._files).pending_deletions()  # their row deletions precede the capture
             try:
                 image = snapshot.capture(self._require(self._watcher))
-                info = snapshot.upload(
-                    self.store,
-                    self.config.key,
-                    image,
-                    keep_previous=self.snapshot_config.keep_previous,
-                    progress=progress,
-                )
+                record = self._commit_generation(image.data, progress)
+            except PreconditionFailed as exc:
+                self._fence(exc)
             except Exception as exc:  # noqa: BLE001 - _failed() records it and raises it again
                 self._failed(exc)
             duration = time.perf_counter() - started
             self._flushed_version = image.data_version
             self.last_error = None
+            self._failures, self._retry_at = 0, None
             self.last_flush = FlushResult(
                 uploaded=True,
                 reason="changed",
                 duration_seconds=duration,
                 bytes=len(image.data),
-                etag=info.etag,
+                etag=record.name,
                 at=time.time(),
             )
             result = self.last_upload = self.last_flush
             self._delete_unreferenced_blobs(doomed)
+            self._apply_retention()
         self._call(self._on_flush_complete, duration, len(image.data))
         return result
+
+    def _commit_generation(self, source: bytes | Path, progress: Progress | None = None) -> SnapshotRecord:
+        """Write ``source`` as the next generation and make it current, fenced on the current record."""
+        current = self._require(self._current)
+        seq = max([current.seq, *(g.seq for g in self._generations)]) + 1
+        record = generations.write(
+            self.store,
+            self.config.key,
+            generations.new_generation_name(seq),
+            GENERATION,
+            source,
+            seq=seq,
+            writer=self.writer_id,
+            signing_key=self.signing_key,
+            progress=progress,
+        )
+        self._generations.append(
+            GenerationObjects(
+                name=record.name,
+                seq=seq,
+                created_at=record.created_at,
+                keys=(record.key, *(c.key for c in record.chunks)),
+                has_record=True,
+            )
+        )
+        try:
+            self._current = generations.commit(self.store, self.config.key, record, self.writer_id, etag=current.etag)
+        except PreconditionFailed:
+            # Our own earlier commit may have landed although its answer was lost: then it is still ours.
+            now = generations.read_current(self.store, self.config.key)
+            if now is None or now.writer != self.writer_id:
+                raise
+            self._current = generations.commit(self.store, self.config.key, record, self.writer_id, etag=now.etag)
+        return record
+
+    def _apply_retention(self) -> None:
+        """Delete the generations retention no longer keeps; a failure is retried after the next flush."""
+        current = self._current.record.name if self._current and self._current.record else None
+        keep = generations.retained(
+            self._generations,
+            current=current,
+            keep=self.snapshot_config.generations_kept,
+            max_age_seconds=self.snapshot_config.keep_max_age_seconds,
+            now=time.time(),
+        )
+        for generation in [g for g in self._generations if g.name not in keep]:
+            try:
+                generations.delete_generation(self.store, generation)
+            except ObjectStoreError:
+                logger.warning("BucketSQLite could not prune generation %s; will retry", generation.name)
+                return
+            self._generations.remove(generation)
+
+    def _fence(self, exc: PreconditionFailed) -> NoReturn:
+        """Stop flushing for good: another writer committed to the bucket or took the lease."""
+        current = None
+        try:
+            current = generations.read_current(self.store, self.config.key)
+        except Exception:
+            logger.debug("could not read the current record after a refused write", exc_info=True)
+        other = current.writer if current is not None and current.writer != self.writer_id else "another process"
+        since = (
+            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.last_upload.at))
+            if self.last_upload
+            else "this process started"
+        )
+        self.fenced = WriterFenced(
+            f"{other} has taken over {self.store.describe()} as its writer, so this process ({self.writer_id}) "
+            f"stopped flushing: its snapshot would roll the bucket back ({exc}). It keeps serving from memory, but "
+            f"changes made here since {since} are not in the bucket. Stop this process: its database is then "
+            "saved to a local file. Run one writer per bucket (for example `gunicorn --workers 1 --threads 8`)."
+        )
+        logger.error("BucketSQLite: %s", self.fenced)
+        self.last_error = self.fenced
+        self._call(self._on_flush_error, self.fenced)
+        raise self.fenced from exc
 
     def _delete_unreferenced_blobs(self, object_keys: list[str]) -> None:
         """Delete blobs whose removal a snapshot in the bucket now records; failures are retried next time."""
@@ -333,9 +542,11 @@ class BucketSQLite:
             )
 
     def _failed(self, exc: Exception) -> NoReturn:
-        """Record a failed flush, tell the error callback, and raise (explained, if it was a lock)."""
+        """Record a failed flush, schedule its retry, tell the error callback, and raise."""
         error = self._explain_lock(exc)
         self.last_error = error
+        self._failures += 1
+        self._retry_at = time.monotonic() + _backoff(self._failures, cap=self.snapshot_config.interval_seconds)
         self._call(self._on_flush_error, error)
         if error is exc:
             raise exc
@@ -354,19 +565,34 @@ class BucketSQLite:
         return int(self._require(self._watcher).execute("PRAGMA data_version").fetchone()[0])
 
     def _flush_loop(self) -> None:
-        """Flush every ``interval_seconds``; renew the lease when half of it has passed."""
+        """Flush every ``interval_seconds``, retry failures with backoff, renew the lease at half its life."""
         interval = self.snapshot_config.interval_seconds
-        tick = min(interval, self.lease_seconds / 4)
         next_flush = time.monotonic() + interval
-        while not self._stop_event.wait(tick):
+        while True:
+            now = time.monotonic()
+            wake = min(next_flush, self._retry_at or next_flush, self._lease_due())
+            if self._stop_event.wait(max(0.0, wake - now)):
+                return
             try:
-                if self.lease is not None and time.time() >= self.lease.renewed_at + self.lease_seconds / 2:
-                    self._write_lease()
-                if time.monotonic() >= next_flush:
+                if time.monotonic() >= self._lease_due():
+                    self._renew_lease()
+                if self.fenced is not None:
+                    next_flush = time.monotonic() + interval
+                    continue
+                if self._retry_at is not None and time.monotonic() >= self._retry_at:
+                    next_flush = time.monotonic() + interval
+                    self.force_flush()
+                elif time.monotonic() >= next_flush:
                     next_flush = time.monotonic() + interval
                     self.flush()
+            except WriterFenced:
+                continue
             except Exception:
-                logger.exception("BucketSQLite background work on %s failed; will retry", self.store.describe())
+                logger.exception(
+                    "BucketSQLite could not flush to %s; retrying in %.1fs",
+                    self.store.describe(),
+                    max(0.0, (self._retry_at or next_flush) - time.monotonic()),
+                )
 
     # -- the writer lease --------------------------------------------------------------
 
@@ -374,33 +600,34 @@ class BucketSQLite:
         """The bucket's current writer lease (this process's or another's), live or expired, or None."""
         return read_lease(self.store, self.config.key)
 
-    def _take_lease(self) -> None:
-        """Take the bucket's lease, refusing while another live process holds it."""
-        current = self.writer_lease()
-        if current is not None and held_by_another(current):
-            raise WriterConflict(
-                f"{self.store.describe()} is held by another writer, {current.holder} (running since "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(current.started_at))}, lease valid for "
-                f"{max(0, round(current.expires_at - time.time()))} more seconds). Only one process may write a "
-                "bucket: stop that process first, or run this one as a reader (BUCKETHEAD['AUTOSTART'] = False). "
-                "Serve with one process and many threads, for example `gunicorn --workers 1 --threads 8`."
-            )
-        self._write_lease()
+    def _lease_due(self) -> float:
+        """When (monotonic) the lease next needs renewing: at half its life, or at the next retry."""
+        if self.lease is None or self.fenced is not None:
+            return float("inf")
+        due = time.monotonic() + (self.lease.renewed_at + self.lease_seconds / 2 - time.time())
+        return max(due, self._lease_retry_at)
 
-    def _write_lease(self) -> None:
-        """Take or renew this process's lease on the bucket."""
-        lease = WriterLease.for_this_process(self.lease_seconds, self.lease.started_at if self.lease else None)
-        self.store.put(lease_key(self.config.key), lease.to_json(), content_type="application/json")
-        self.lease = lease
+    def _renew_lease(self) -> None:
+        current = self._require(self.lease)
+        try:
+            self.lease, self._lease_etag = lease.renew(self.store, self.config.key, current, self._lease_etag)
+        except PreconditionFailed as exc:
+            holder, etag = lease.read_versioned(self.store, self.config.key)
+            if holder is not None and current.same_holder(holder) and etag is not None:
+                self._lease_etag = etag  # our own renewal landed although its answer was lost
+                return
+            with self._flush_lock, contextlib.suppress(WriterFenced):
+                self._fence(exc)
+        except ObjectStoreError:
+            self._lease_retry_at = time.monotonic() + _backoff(1, cap=self.lease_seconds / 8)
+            raise
 
     def _release_lease(self) -> None:
         """Delete the lease after the final flush, unless another process has taken it since."""
         if self.lease is None:
             return
         try:
-            current = self.writer_lease()
-            if current is None or current.holder == self.lease.holder:
-                self.store.delete(lease_key(self.config.key))
+            lease.release(self.store, self.config.key, self.lease)
         except Exception:
             logger.exception("BucketSQLite could not release its writer lease on %s", self.store.describe())
         self.lease = None
@@ -410,50 +637,86 @@ class BucketSQLite:
     def snapshot(self, label: str | None = None, *, progress: Progress | None = None) -> SnapshotEntry:
         """Make the bucket hold the current state now; with ``label``, also keep it under that name.
 
-        Labelled snapshots are never replaced by later flushes.
+        Labelled snapshots are never pruned by retention. `FileExistsError`
+        if the label is taken.
         """
         self.force_flush(progress=progress)
         if label is None:
-            return snapshot.find_snapshot(self.store, self.config.key, snapshot.LATEST)
-        snapshot.validate_label(label)
-        if self.store.head(self.config.key) is None:
-            # Nothing was ever flushed (an empty, unchanged database): label the current image itself.
-            with self._flush_lock:
-                image = snapshot.capture(self._require(self._watcher))
-            return snapshot.write_label(self.store, self.config.key, label, image)
-        return snapshot.copy_to_label(self.store, self.config.key, label)
+            return generations.find_snapshot(self.store, self.config.key, generations.LATEST)
+        generations.validate_label(label)
+        current = self._require(self._current).record
+        try:
+            if current is None:
+                # Nothing was flushed by this version yet (an empty or adopted database): label the image itself.
+                with self._flush_lock:
+                    image = snapshot.capture(self._require(self._watcher))
+                record = generations.write(
+                    self.store, self.config.key, label, LABELLED, image.data,
+                    seq=0, writer=self.writer_id, signing_key=self.signing_key,
+                )  # fmt: skip
+            else:
+                record = generations.copy(
+                    self.store, self.config.key, current, label, LABELLED,
+                    seq=current.seq, writer=self.writer_id, signing_key=self.signing_key,
+                )  # fmt: skip
+        except (PreconditionFailed, FileExistsError):
+            raise FileExistsError(f"a snapshot labelled {label!r} already exists; choose another label") from None
+        return generations.find_snapshot(self.store, self.config.key, record.name)
 
     def restore(self, source: str | Path, *, progress: Progress | None = None) -> SnapshotEntry:
         """Replace the live database with a snapshot (by name) or a local SQLite file, and flush it.
 
-        The source is validated first; if it is not a whole, valid SQLite
-        database nothing changes. The current state is kept first as the
-        labelled snapshot ``pre-restore-<UTC time>``, which is returned, so
-        the restore itself can be undone.
+        The source is verified first; if it fails nothing changes. The
+        current state is kept first as the labelled snapshot
+        ``pre-restore-<UTC time>``, which is returned, so the restore itself
+        can be undone.
         """
         self._require(self._conn)
         if self.read_only_reason is not None:
             raise ReadOnlyError(self.read_only_reason)
-        with tempfile.TemporaryDirectory(prefix="buckethead-restore-") as tmp:
-            if isinstance(source, Path):
-                snapshot.validate(source, str(source))
-                path = source
-            else:
-                entry = snapshot.find_snapshot(self.store, self.config.key, source)
-                path = Path(tmp) / "snapshot.db"
-                snapshot.download(self.store, entry.key, path, progress=progress)
-            kept = self.snapshot(label=snapshot.timestamped_label("pre-restore"))
+        with self._verified(source, progress) as path:
+            kept = self.snapshot(label=generations.timestamped_label("pre-restore"))
             with self._flush_lock:
-                src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-                try:
-                    src.backup(self._require(self._conn))
-                finally:
-                    src.close()
+                snapshot.load(path, self._require(self._conn))
         # The restored file may predate columns or tables the interfaces need.
         self.kv._init_schema()
         self.files._init_schema()
         self.force_flush()
         return kept
+
+    def recover(self, source: str | Path, *, progress: Progress | None = None) -> SnapshotRecord:
+        """Make ``source`` (a snapshot name or a local file) the current generation, without starting.
+
+        This is the way out when the current snapshot fails verification and
+        so no engine can start: the source is verified, written as a new
+        generation and committed. The damaged generation stays in the bucket
+        until retention prunes it. Takes and releases the lease, so no writer
+        may be running.
+        """
+        if self.started or self.read_only:
+            raise SnapshotError("recover() is for a stopped writer engine; a running one uses restore()")
+        self.lease, self._lease_etag = lease.acquire(self.store, self.config.key, self.lease_seconds)
+        try:
+            with self._verified(source, progress) as path:
+                current = generations.read_current(self.store, self.config.key)
+                if current is None:
+                    current = generations.commit(self.store, self.config.key, None, self.writer_id, etag=None)
+                self._current = current
+                self._generations = generations.list_generation_objects(self.store, self.config.key)
+                return self._commit_generation(path)
+        finally:
+            self._release_lease()
+
+    @contextlib.contextmanager
+    def _verified(self, source: str | Path, progress: Progress | None) -> Iterator[Path]:
+        """A local copy of ``source`` (a snapshot name, or a SQLite file) that passed every check."""
+        if isinstance(source, Path):
+            snapshot.validate(source, str(source))
+            yield source
+            return
+        entry = generations.find_snapshot(self.store, self.config.key, source)
+        with generations.fetched(self.store, entry.record, keys=self.verify_keys, progress=progress) as path:
+            yield path
 
     def stats(self) -> dict[str, int]:
         """Database size in bytes, and the numbers of KV entries and stored files."""
@@ -471,3 +734,9 @@ class BucketSQLite:
             callback(*args)
         except Exception:
             logger.exception("BucketSQLite flush callback %r raised", callback)
+
+
+def _backoff(attempt: int, *, cap: float, base: float = 1.0) -> float:
+    """Exponential backoff with full jitter: up to ``base * 2**(attempt-1)`` seconds, never more than ``cap``."""
+    jitter = random.uniform(0.5, 1.0)  # noqa: S311 - spreads retries out, not a secret
+    return jitter * min(cap, base * 2 ** min(attempt - 1, 30))

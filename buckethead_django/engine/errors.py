@@ -39,21 +39,49 @@ class SnapshotError(BucketHeadError):
 
 
 class SnapshotCorrupt(SnapshotError):
-    """A snapshot object exists but is not a loadable SQLite database.
+    """A snapshot failed verification: a bad signature or digest, or not a whole, valid SQLite database.
 
-    The engine never replaces such a snapshot with an empty database: it
-    refuses to start so that the data in the bucket stays untouched.
+    The engine never loads such a snapshot, and never replaces it with an
+    empty database: the data in the bucket stays untouched.
     """
 
     def __init__(self, key: str, reason: str) -> None:
-        super().__init__(
-            f"snapshot object {key!r} is not a valid SQLite database ({reason}). "
-            f"Nothing was loaded and nothing in the bucket was changed. Restore a good "
-            f"copy (for example {key + '.prev'!r}) to {key!r}, or move the broken object "
-            f"aside if you really want to start empty."
-        )
+        super().__init__(f"snapshot object {key!r} failed verification: {reason}. Nothing was loaded from it.")
         self.key = key
         self.reason = reason
+
+
+class CurrentSnapshotCorrupt(SnapshotCorrupt):
+    """The current snapshot failed verification, so no writer may start on the bucket.
+
+    ``restorable`` names the newest snapshot that does verify (None if none
+    does), which the message tells the operator how to restore.
+    """
+
+    def __init__(self, damage: SnapshotCorrupt, restorable: str | None) -> None:
+        super().__init__(damage.key, damage.reason)
+        self.restorable = restorable
+        if restorable is not None:
+            advice = (
+                f"The newest snapshot that verifies is {restorable!r}: make it current with "
+                f"`python manage.py buckethead restore {restorable}` (see `buckethead history`)."
+            )
+        else:
+            advice = (
+                "No other snapshot in the bucket verifies either. If the signing key changed, configure the old "
+                "one (SIGNING_KEY, or SECRET_KEY_FALLBACKS); otherwise restore a copy of the database with "
+                "`python manage.py buckethead restore --file PATH`."
+            )
+        self.args = (f"{self.args[0]} Nothing in the bucket was changed, and this process did not start. {advice}",)
+
+
+class WriterFenced(SnapshotError):
+    """Another writer took the bucket over while this one was paused or cut off.
+
+    This engine stops flushing (it would roll the bucket back) and keeps
+    serving from memory; its unsaved changes are written to a local file
+    when it stops.
+    """
 
 
 class NotStarted(BucketHeadError):
@@ -69,6 +97,13 @@ class ReadOnlyError(BucketHeadError):
 
 class WriterConflict(BucketHeadError):
     """Another live process holds the bucket's writer lease."""
+
+
+class BucketUnavailable(ObjectStoreError):
+    """The bucket could not be reached at startup within the configured wait.
+
+    A writer never starts empty over data it could not read.
+    """
 
 
 class ValueTooLarge(BucketHeadError, ValueError):

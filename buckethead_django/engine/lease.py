@@ -6,6 +6,11 @@ admin of another deployment) can ask "is a live writer holding this bucket?"
 before it changes anything. An expired lease means its holder died without
 releasing it.
 
+Taking and renewing are conditional writes on the version last read, so two
+processes can never both believe they took it; a would-be writer waits up
+to ``wait_seconds`` for the holder to release it, which is what lets a
+rolling deploy hand the bucket over without losing a write.
+
 Renewal is rare on purpose: a lease lasts ``lease_seconds`` (five minutes by
 default) and is renewed when half of that has passed, so an idle writer
 costs a handful of writes an hour rather than one per flush tick.
@@ -17,8 +22,11 @@ import json
 import os
 import socket
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from .errors import ObjectNotFound, PreconditionFailed, WriterConflict
 from .objectstore import ObjectStore
 
 LEASE_SUFFIX = ".lease"
@@ -35,6 +43,8 @@ class WriterLease:
     started_at: float
     renewed_at: float
     expires_at: float
+    #: Tells apart two engines of one process, and a restarted process that reused a pid.
+    token: str = ""
 
     @property
     def live(self) -> bool:
@@ -54,10 +64,13 @@ class WriterLease:
             started_at=float(raw["started_at"]),
             renewed_at=float(raw["renewed_at"]),
             expires_at=float(raw["expires_at"]),
+            token=str(raw.get("token", "")),
         )
 
     @classmethod
-    def for_this_process(cls, lease_seconds: float, started_at: float | None = None) -> WriterLease:
+    def for_this_process(
+        cls, lease_seconds: float, started_at: float | None = None, token: str | None = None
+    ) -> WriterLease:
         now = time.time()
         host = socket.gethostname()
         pid = os.getpid()
@@ -68,7 +81,14 @@ class WriterLease:
             started_at=started_at or now,
             renewed_at=now,
             expires_at=now + lease_seconds,
+            token=token or uuid.uuid4().hex[:12],
         )
+
+    def renewed(self, lease_seconds: float) -> WriterLease:
+        return WriterLease.for_this_process(lease_seconds, self.started_at, self.token)
+
+    def same_holder(self, other: WriterLease | None) -> bool:
+        return other is not None and (other.holder, other.token) == (self.holder, self.token)
 
 
 def held_by_another(lease: WriterLease | None) -> bool:
@@ -98,14 +118,87 @@ def lease_key(snapshot_key: str) -> str:
 
 
 def read_lease(store: ObjectStore, snapshot_key: str) -> WriterLease | None:
-    """The current lease of the bucket, live or expired, or None if no writer holds one.
+    """The current lease of the bucket, live or expired, or None if no writer holds one."""
+    return read_versioned(store, snapshot_key)[0]
 
-    An unreadable lease object (damaged, or from a future version) counts as
-    none: it cannot name a holder to wait for.
+
+def read_versioned(store: ObjectStore, snapshot_key: str) -> tuple[WriterLease | None, str | None]:
+    """The lease and the ETag of its object (None, None when there is none).
+
+    An unreadable lease object (damaged, or from a future version) holds
+    nothing: it cannot name a holder to wait for, and its ETag lets it be
+    replaced.
     """
+    info = store.head(lease_key(snapshot_key))
+    if info is None:
+        return None, None
     try:
-        return WriterLease.from_json(store.get(lease_key(snapshot_key)))
-    except KeyError:
-        return None
-    except (ValueError, TypeError):
-        return None
+        return WriterLease.from_json(store.get(lease_key(snapshot_key))), info.etag
+    except ObjectNotFound:
+        return None, None
+    except (ValueError, TypeError, KeyError):
+        return None, info.etag
+
+
+def acquire(
+    store: ObjectStore,
+    snapshot_key: str,
+    lease_seconds: float,
+    *,
+    wait_seconds: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[WriterLease, str]:
+    """Take the bucket's lease, waiting up to ``wait_seconds`` while another live process holds it.
+
+    Returns the lease and its object's ETag (for `renew`). Raises
+    `WriterConflict`, naming the holder and saying what to do, when the wait
+    runs out.
+    """
+    deadline = time.monotonic() + wait_seconds
+    mine = WriterLease.for_this_process(lease_seconds)
+    while True:
+        current, etag = read_versioned(store, snapshot_key)
+        if not held_by_another(current):
+            try:
+                return _write(store, snapshot_key, mine.renewed(lease_seconds), etag)
+            except PreconditionFailed:
+                continue  # someone else wrote it between our read and our write: look again
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _conflict(store, current, wait_seconds)  # type: ignore[arg-type]
+        sleep(min(1.0, remaining))
+
+
+def renew(store: ObjectStore, snapshot_key: str, lease: WriterLease, etag: str) -> tuple[WriterLease, str]:
+    """Extend this process's lease; `PreconditionFailed` if another process has taken it since."""
+    return _write(store, snapshot_key, lease.renewed(lease.expires_at - lease.renewed_at), etag)
+
+
+def release(store: ObjectStore, snapshot_key: str, lease: WriterLease) -> None:
+    """Delete the lease, unless another process has taken it since."""
+    current = read_lease(store, snapshot_key)
+    if current is None or lease.same_holder(current):
+        store.delete(lease_key(snapshot_key))
+
+
+def _write(store: ObjectStore, snapshot_key: str, lease: WriterLease, etag: str | None) -> tuple[WriterLease, str]:
+    info = store.put(
+        lease_key(snapshot_key),
+        lease.to_json(),
+        content_type="application/json",
+        if_none_match=etag is None,
+        if_match=etag,
+    )
+    return lease, info.etag
+
+
+def _conflict(store: ObjectStore, holder: WriterLease, waited: float) -> WriterConflict:
+    waited_text = f"after waiting {waited:g}s for it to be released" if waited > 0 else "at once"
+    return WriterConflict(
+        f"{store.describe()} is held by another writer, {holder.holder} (running since "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(holder.started_at))}, lease valid for "
+        f"{max(0, round(holder.expires_at - time.time()))} more seconds); this process gave up {waited_text}. "
+        "Only one process may write a bucket: serve with one process and many threads (for example "
+        "`gunicorn --workers 1 --threads 8`), stop the other writer first (a rolling deploy waits for it with "
+        "LEASE_WAIT), or make this process a reader (BUCKETHEAD['AUTOSTART'] = False)."
+    )

@@ -1,0 +1,485 @@
+"""Snapshot generations in the bucket: immutable snapshots, one record saying which is current.
+
+Given the snapshot key ``K`` (``bucketsqlite/snap.db`` by default)::
+
+    K.current                            which generation is current, and which writer said so
+    K.generations/<name>.json            a generation's signed record (see `record`)
+    K.generations/<name>.chunk0000       its data: the database image, in order
+    K.labels/<label>.json, .chunk0000    a labelled copy, never pruned
+    K, K.prev                            a buckethead 0.4.x snapshot, adopted as it is
+
+Every object but ``K.current`` is written once with a create-only write, so a
+flush can never overwrite a snapshot. A flush is committed by replacing
+``K.current`` conditionally on the version this writer last saw: a writer
+whose lease was taken over while it was paused finds that version gone and
+is fenced off, instead of silently rolling the bucket back. A crash at any
+point leaves ``K.current`` naming a whole, verified generation; the objects of
+a generation that was never committed are harmless and pruned later.
+
+Generation names are ``<sequence>-<random>``: they sort by age, and two
+writers can never pick the same one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .errors import ObjectNotFound, SnapshotCorrupt
+from .objectstore import ObjectStore, Progress, iter_objects
+from .record import GENERATION, LABELLED, LEGACY, Chunk, SnapshotRecord
+from .snapshot import CONTENT_TYPE, validate
+
+CURRENT_SUFFIX = ".current"
+GENERATIONS_INFIX = ".generations/"
+LABELS_INFIX = ".labels/"
+RECORD_SUFFIX = ".json"
+CHUNK_SUFFIX = ".chunk{index:04d}"
+LEGACY_PREVIOUS_SUFFIX = ".prev"
+
+LATEST, PREVIOUS = "latest", "previous"
+LEGACY_LATEST, LEGACY_PREVIOUS = "legacy", "legacy-previous"
+RESERVED = (LATEST, PREVIOUS, LEGACY_LATEST, LEGACY_PREVIOUS)
+_LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,99}$")
+_GENERATION = re.compile(r"^(\d{10})-[0-9a-f]{8}$")
+
+
+@dataclass(frozen=True)
+class Current:
+    """The ``K.current`` record: the committed generation (None before the first flush) and its writer."""
+
+    record: SnapshotRecord | None
+    writer: str
+    updated_at: float
+    etag: str
+
+    @property
+    def seq(self) -> int:
+        return self.record.seq if self.record is not None else 0
+
+
+@dataclass(frozen=True)
+class SnapshotEntry:
+    """One restorable snapshot as history lists it."""
+
+    name: str
+    kind: str
+    key: str
+    size: int
+    last_modified: dt.datetime
+    current: bool
+    signed: bool
+    sha256: str
+    record: SnapshotRecord
+
+
+# -- names and keys ----------------------------------------------------------------------
+
+
+def new_generation_name(seq: int) -> str:
+    return f"{seq:010d}-{uuid.uuid4().hex[:8]}"
+
+
+def generation_seq(name: str) -> int | None:
+    """The sequence number of a generation name, or None if ``name`` is not one."""
+    match = _GENERATION.match(name)
+    return int(match.group(1)) if match else None
+
+
+def validate_label(label: str) -> str:
+    """``label`` if it can name a snapshot: a letter, then letters, digits, '.', '_' or '-', at most 100."""
+    if not isinstance(label, str) or not _LABEL.match(label) or label in RESERVED:
+        raise ValueError(
+            f"snapshot label {label!r} is not valid: use 1 to 100 letters, digits, '.', '_' or '-', starting with "
+            f"a letter, and none of {', '.join(RESERVED)}"
+        )
+    return label
+
+
+def timestamped_label(prefix: str) -> str:
+    """``<prefix>-<UTC time>``, e.g. ``pre-restore-20261127T230437Z``: a label that sorts by time."""
+    return validate_label(f"{prefix}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+
+
+def base_of(key: str, kind: str) -> str:
+    return key + (GENERATIONS_INFIX if kind == GENERATION else LABELS_INFIX)
+
+
+def current_key(key: str) -> str:
+    return key + CURRENT_SUFFIX
+
+
+# -- the current record --------------------------------------------------------------------
+
+
+def read_current(store: ObjectStore, key: str) -> Current | None:
+    """``K.current``, or None if no writer of this version ever started on the bucket."""
+    info = store.head(current_key(key))
+    if info is None:
+        return None
+    try:
+        raw = json.loads(store.get(current_key(key)).decode("utf-8"))
+        raw_record = raw.get("record")
+        record = None
+        if raw_record is not None:
+            where = record_key(key, raw_record["name"], GENERATION)
+            record = SnapshotRecord.from_json(json.dumps(raw_record).encode("utf-8"), key=where)
+        return Current(
+            record=record,
+            writer=str(raw.get("writer", "")),
+            updated_at=float(raw.get("updated_at", 0)),
+            etag=info.etag,
+        )
+    except ObjectNotFound:
+        return None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise SnapshotCorrupt(current_key(key), f"it cannot be read ({exc!r})") from None
+
+
+def commit(store: ObjectStore, key: str, record: SnapshotRecord | None, writer: str, *, etag: str | None) -> Current:
+    """Make ``record`` current, only if ``K.current`` is still at ``etag`` (None: only if there is none).
+
+    Raises `PreconditionFailed` when another writer changed it since: the caller has been fenced off.
+    """
+    body = {
+        "format": 1,
+        "generation": None if record is None else record.name,
+        "record": None if record is None else json.loads(record.to_json()),
+        "writer": writer,
+        "updated_at": time.time(),
+    }
+    data = json.dumps(body, sort_keys=True, indent=1).encode("utf-8")
+    info = store.put(current_key(key), data, content_type="application/json", if_none_match=etag is None, if_match=etag)
+    return Current(record=record, writer=writer, updated_at=body["updated_at"], etag=info.etag)
+
+
+# -- writing snapshots ------------------------------------------------------------------------
+
+
+def record_key(key: str, name: str, kind: str) -> str:
+    return base_of(key, kind) + name + RECORD_SUFFIX
+
+
+def write(
+    store: ObjectStore,
+    key: str,
+    name: str,
+    kind: str,
+    source: bytes | Path,
+    *,
+    seq: int,
+    writer: str,
+    signing_key: bytes | None,
+    progress: Progress | None = None,
+) -> SnapshotRecord:
+    """Upload ``source`` (a database image, or a file holding one) as a new snapshot and write its record.
+
+    Both objects are created only if absent, so an existing snapshot is
+    never overwritten; `PreconditionFailed` means the name is taken.
+    """
+    chunk_key = base_of(key, kind) + name + CHUNK_SUFFIX.format(index=0)
+    if isinstance(source, Path):
+        size, digest = _file_digest(source)
+    else:
+        size, digest = len(source), hashlib.sha256(source).hexdigest()
+    store.put(chunk_key, source, content_type=CONTENT_TYPE, metadata={"sha256": digest}, if_none_match=True)
+    if progress is not None:
+        progress(size)
+    record = SnapshotRecord(
+        name=name,
+        kind=kind,
+        created_at=time.time(),
+        size=size,
+        sha256=digest,
+        chunks=(Chunk(key=chunk_key, size=size, sha256=digest),),
+        seq=seq,
+        writer=writer,
+    ).signed_with(signing_key)
+    return _write_record(store, key, record)
+
+
+def copy(
+    store: ObjectStore,
+    key: str,
+    source: SnapshotRecord,
+    name: str,
+    kind: str,
+    *,
+    seq: int,
+    writer: str,
+    signing_key: bytes | None,
+) -> SnapshotRecord:
+    """A new snapshot with the same content as ``source``, by server-side copies of its chunks."""
+    chunks = []
+    for index, chunk in enumerate(source.chunks):
+        target = base_of(key, kind) + name + CHUNK_SUFFIX.format(index=index)
+        if store.head(target) is not None:
+            raise FileExistsError(target)
+        store.copy(chunk.key, target)
+        chunks.append(replace(chunk, key=target))
+    record = SnapshotRecord(
+        name=name,
+        kind=kind,
+        created_at=time.time(),
+        size=source.size,
+        sha256=source.sha256,
+        chunks=tuple(chunks),
+        seq=seq,
+        writer=writer,
+    ).signed_with(signing_key)
+    return _write_record(store, key, record)
+
+
+def _write_record(store: ObjectStore, key: str, record: SnapshotRecord) -> SnapshotRecord:
+    target = record_key(key, record.name, record.kind)
+    store.put(target, record.to_json(), content_type="application/json", if_none_match=True)
+    return replace(record, key=target)
+
+
+def _file_digest(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(1024 * 1024):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+# -- reading snapshots -------------------------------------------------------------------------
+
+
+def fetch(
+    store: ObjectStore, record: SnapshotRecord, dest: Path, *, keys: Sequence[bytes], progress: Progress | None = None
+) -> None:
+    """Download ``record``'s snapshot to ``dest`` and prove it: HMAC, every SHA-256, SQLite's integrity check.
+
+    Raises `SnapshotCorrupt` naming the object at fault; ``dest`` is left
+    only when everything verified. 0.4.x snapshots have no record to sign,
+    so only their content is checked.
+    """
+    if record.kind != LEGACY:
+        record.verify_signature(keys)
+    whole = hashlib.sha256()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(dest, "wb") as out:
+            for chunk in record.chunks:
+                part = dest.with_name(f".{dest.name}.chunk")
+                try:
+                    store.get_to(chunk.key, part, progress=progress)
+                except ObjectNotFound:
+                    raise SnapshotCorrupt(chunk.key, "the object is missing") from None
+                size, digest = _file_digest(part)
+                if chunk.sha256 and (size, digest) != (chunk.size, chunk.sha256):
+                    raise SnapshotCorrupt(
+                        chunk.key,
+                        f"its content does not match its record: {size} bytes with SHA-256 {digest[:12]}…, "
+                        f"the record says {chunk.size} bytes with SHA-256 {chunk.sha256[:12]}…",
+                    )
+                with open(part, "rb") as src:
+                    while block := src.read(1024 * 1024):
+                        whole.update(block)
+                        out.write(block)
+                part.unlink()
+        if record.sha256 and whole.hexdigest() != record.sha256:
+            raise SnapshotCorrupt(record.key or record.name, "the chunks together do not match its SHA-256")
+        validate(dest, record.chunks[0].key if len(record.chunks) == 1 else record.key)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        dest.with_name(f".{dest.name}.chunk").unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def fetched(
+    store: ObjectStore, record: SnapshotRecord, *, keys: Sequence[bytes], progress: Progress | None = None
+) -> Iterator[Path]:
+    """`fetch` into a temporary file that is removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="buckethead-restore-") as tmp:
+        path = Path(tmp) / "snapshot.db"
+        fetch(store, record, path, keys=keys, progress=progress)
+        yield path
+
+
+def read_record(store: ObjectStore, key: str, name: str, kind: str) -> SnapshotRecord:
+    target = record_key(key, name, kind)
+    return SnapshotRecord.from_json(store.get(target), key=target)
+
+
+def legacy_records(store: ObjectStore, key: str) -> list[SnapshotRecord]:
+    """The 0.4.x snapshot at ``K`` and its ``K.prev``, as records (unsigned; their SHA-256 if 0.4.x stored one)."""
+    found = []
+    for name, object_key in ((LEGACY_LATEST, key), (LEGACY_PREVIOUS, key + LEGACY_PREVIOUS_SUFFIX)):
+        info = store.head(object_key)
+        if info is None:
+            continue
+        digest = info.metadata.get("sha256", "")
+        found.append(
+            SnapshotRecord(
+                name=name,
+                kind=LEGACY,
+                created_at=info.last_modified.timestamp(),
+                size=info.size,
+                sha256=digest,
+                chunks=(Chunk(key=object_key, size=info.size, sha256=digest),),
+                key=object_key,
+            )
+        )
+    return found
+
+
+# -- the catalogue ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationObjects:
+    """A generation as a listing sees it: its name, sequence, age and every object it has."""
+
+    name: str
+    seq: int
+    created_at: float
+    keys: tuple[str, ...]
+    has_record: bool
+
+
+def list_generation_objects(store: ObjectStore, key: str) -> list[GenerationObjects]:
+    """Every generation in the bucket, oldest first, from one listing (no object is read)."""
+    base = base_of(key, GENERATION)
+    found: dict[str, list[tuple[str, float]]] = {}
+    for info in iter_objects(store, base):
+        name = info.key[len(base) :].split(".", 1)[0]
+        if generation_seq(name) is not None:
+            found.setdefault(name, []).append((info.key, info.last_modified.timestamp()))
+    generations = [
+        GenerationObjects(
+            name=name,
+            seq=generation_seq(name) or 0,
+            created_at=min(t for _, t in objects),
+            keys=tuple(sorted(k for k, _ in objects)),
+            has_record=record_key(key, name, GENERATION) in {k for k, _ in objects},
+        )
+        for name, objects in found.items()
+    ]
+    return sorted(generations, key=lambda g: (g.seq, g.created_at))
+
+
+def list_records(store: ObjectStore, key: str, kind: str) -> list[SnapshotRecord]:
+    """Every readable record of ``kind`` (generations or labels), newest first; unreadable ones are skipped."""
+    base = base_of(key, kind)
+    records = []
+    for info in iter_objects(store, base):
+        if not info.key.endswith(RECORD_SUFFIX):
+            continue
+        try:
+            records.append(SnapshotRecord.from_json(store.get(info.key), key=info.key))
+        except (SnapshotCorrupt, ObjectNotFound):
+            continue
+    return sorted(records, key=lambda r: (r.seq, r.created_at), reverse=True)
+
+
+def list_snapshots(store: ObjectStore, key: str) -> list[SnapshotEntry]:
+    """Every restorable snapshot: generations newest first, then labels, then a 0.4.x snapshot if there is one."""
+    current = read_current(store, key)
+    current_name = current.record.name if current and current.record else None
+    records = [
+        *list_records(store, key, GENERATION),
+        *list_records(store, key, LABELLED),
+        *legacy_records(store, key),
+    ]
+    return [_entry(r, r.kind == GENERATION and r.name == current_name) for r in records]
+
+
+def find_snapshot(store: ObjectStore, key: str, name: str) -> SnapshotEntry:
+    """The snapshot called ``name``: ``latest``, ``previous``, a generation, a label or ``legacy``; KeyError if none."""
+    current = read_current(store, key)
+    committed = current.record if current is not None else None
+    if name in (LATEST, PREVIOUS) and committed is None:
+        name = LEGACY_LATEST if name == LATEST else LEGACY_PREVIOUS
+    if name == LATEST and committed is not None:
+        record = committed
+    elif name == PREVIOUS and committed is not None:
+        older = [r for r in list_records(store, key, GENERATION) if r.seq < committed.seq]
+        if not older:
+            raise KeyError(name)
+        record = older[0]
+    elif name in (LEGACY_LATEST, LEGACY_PREVIOUS):
+        found = [r for r in legacy_records(store, key) if r.name == name]
+        if not found:
+            raise KeyError(name)
+        record = found[0]
+    else:
+        kind = GENERATION if generation_seq(name) is not None else LABELLED
+        try:
+            if kind == LABELLED:
+                validate_label(name)
+            record = read_record(store, key, name, kind)
+        except (ValueError, ObjectNotFound):
+            raise KeyError(name) from None
+    return _entry(record, committed is not None and record.kind == GENERATION and record.name == committed.name)
+
+
+def newest_verifying(
+    store: ObjectStore, key: str, *, keys: Sequence[bytes], excluding: str | None = None
+) -> SnapshotRecord | None:
+    """The newest generation or label that passes every check (each candidate is downloaded), or None."""
+    candidates = [*list_records(store, key, GENERATION), *list_records(store, key, LABELLED)]
+    for record in sorted(candidates, key=lambda r: r.created_at, reverse=True):
+        if record.name == excluding:
+            continue
+        try:
+            with fetched(store, record, keys=keys):
+                return record
+        except (SnapshotCorrupt, ObjectNotFound):
+            continue
+    return None
+
+
+def _entry(record: SnapshotRecord, current: bool) -> SnapshotEntry:
+    return SnapshotEntry(
+        name=record.name,
+        kind=record.kind,
+        key=record.key,
+        size=record.size,
+        last_modified=dt.datetime.fromtimestamp(record.created_at, tz=dt.UTC),
+        current=current,
+        signed=record.signed,
+        sha256=record.sha256,
+        record=record,
+    )
+
+
+# -- retention -------------------------------------------------------------------------------
+
+
+def retained(
+    generations: Sequence[GenerationObjects],
+    *,
+    current: str | None,
+    keep: int,
+    max_age_seconds: float | None,
+    now: float,
+) -> set[str]:
+    """The generations retention keeps: the newest ``keep``, any younger than ``max_age_seconds``, the current one."""
+    newest_first = sorted(generations, key=lambda g: (g.seq, g.created_at), reverse=True)
+    kept = {g.name for g in newest_first[: max(keep, 0)]}
+    if max_age_seconds is not None:
+        kept |= {g.name for g in generations if now - g.created_at < max_age_seconds}
+    if current is not None:
+        kept.add(current)
+    return kept
+
+
+def delete_generation(store: ObjectStore, generation: GenerationObjects) -> None:
+    """Delete a generation's record first, so no record ever names a missing chunk, then its chunks."""
+    for object_key in sorted(generation.keys, key=lambda k: not k.endswith(RECORD_SUFFIX)):
+        store.delete(object_key)
