@@ -36,9 +36,10 @@ from django.views.decorators.http import require_POST
 
 from . import admin_views as show
 from .engine import BucketHeadError, BucketSQLite, ObjectNotFound
+from .engine.generations import find_snapshot, list_snapshots
 from .engine.interfaces import InvalidName, validate_name
 from .engine.interfaces.files import DEFAULT_MIME
-from .engine.snapshot import find_snapshot, list_snapshots
+from .health import engine_health
 from .models import Dashboard, KVEntry, Snapshot, StoredFile
 from .runtime import get_buckethead
 from .storage import BucketHeadStorage
@@ -150,7 +151,7 @@ class BucketHeadAdmin(admin.ModelAdmin):
         """
         try:
             result = action()
-        except (BucketHeadError, ValueError) as exc:
+        except (BucketHeadError, ValueError, FileExistsError) as exc:  # FileExistsError: a label already taken
             self.message_user(request, str(exc), messages.ERROR)
             return None
         self.message_user(request, success(result), messages.SUCCESS)
@@ -175,26 +176,33 @@ class BucketHeadAdmin(admin.ModelAdmin):
 
 @admin.register(Dashboard)
 class DashboardAdmin(BucketHeadAdmin):
-    """Where the state is, when it was last flushed, how big it is, and who writes it."""
+    """Where the state is, when it was last flushed, how big it is, who writes it, and whether all is well.
+
+    A process fenced off by another writer, or whose flushes fail, says so
+    at the top of the page: its changes are not reaching the bucket.
+    """
 
     def extra_urls(self) -> list[tuple[str, View, str]]:
         return [("flush/", require_POST(self.flush_view), "flush")]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         bh = self.engine()
+        health = engine_health(bh)
         return self.render(
             request,
             "dashboard.html",
             "BucketHead",
             {
                 "config": bh.config,
+                "health": health,
+                "last_good_at": show.datetime_of(health.last_good_at) if health.last_good_at is not None else None,
                 "last_flush": show.flush_summary(bh.last_flush),
                 "last_error": bh.last_error,
                 "dirty": bh.dirty,
                 "restored_from": bh.restored_from,
                 "stats": bh.stats(),
                 "writer": show.writer_status(bh),
-                "can_flush": self.has_flush_permission(request) and not bh.read_only,
+                "can_flush": self.has_flush_permission(request) and not bh.read_only and bh.fenced is None,
                 "flush_url": self.url("flush"),
                 "kv_url": self.url("changelist", model=KVEntry),
                 "files_url": self.url("changelist", model=StoredFile),
@@ -220,7 +228,7 @@ class SnapshotAdmin(BucketHeadAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         bh = self.engine()
-        can_restore = self.has_restore_permission(request) and not bh.read_only
+        can_restore = self.has_restore_permission(request) and not bh.read_only and bh.fenced is None
         snapshots = [
             (entry, self.url("restore", name=entry.name) if can_restore else None)
             for entry in list_snapshots(bh.store, bh.config.key)
@@ -232,7 +240,9 @@ class SnapshotAdmin(BucketHeadAdmin):
             {
                 "snapshots": snapshots,
                 "snapshot_key": bh.config.key,
-                "can_keep": self.has_flush_permission(request) and not bh.read_only,
+                "retention": show.retention(bh.snapshot_config),
+                "can_keep": self.has_flush_permission(request) and not bh.read_only and bh.fenced is None,
+                "fenced": bh.fenced,
                 "keep_url": self.url("keep"),
                 **(extra_context or {}),
             },
@@ -256,7 +266,14 @@ class SnapshotAdmin(BucketHeadAdmin):
                     request, CHANGE, entry.name, f"Restored snapshot {entry.name}; the state before is {kept.name}."
                 )
             return HttpResponseRedirect(self.url("changelist"))
-        return self.render(request, "restore_confirmation.html", "Restore a snapshot", {"entry": entry}, subpage=True)
+        return self.render(
+            request,
+            "restore_confirmation.html",
+            "Restore a snapshot",
+            # Confirming restores exactly what was shown, even if `previous` moves on meanwhile.
+            {"entry": entry, "asked": name, "confirm_url": self.url("restore", name=entry.name)},
+            subpage=True,
+        )
 
     def keep_view(self, request: HttpRequest) -> HttpResponse:
         """Flush, and keep the state under a label that later flushes never replace."""

@@ -19,10 +19,11 @@ from django.core.paginator import Page
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
+from django.utils.timesince import timesince
 
 from . import runtime
-from .engine import BucketSQLite, FileInfo, FileStore, FlushResult, KVStore, WriterLease
-from .engine.snapshot import SnapshotEntry
+from .engine import BucketSQLite, FileInfo, FileStore, FlushResult, KVStore, SnapshotConfig, WriterLease
+from .engine.generations import SnapshotEntry
 from .storage import BucketHeadStorage
 
 #: How much of a value the KV list shows: characters of text, bytes of anything else.
@@ -158,6 +159,16 @@ def flush_message(result: FlushResult, where: str) -> str:
     return f"Nothing to flush ({result.reason}): {where} already holds the current state."
 
 
+def retention(config: SnapshotConfig) -> str:
+    """What retention keeps, in a sentence: ``the newest 24 generations and any younger than 1 day``."""
+    rule = f"the newest {config.generations_kept} generations"
+    if config.keep_max_age_seconds is not None:
+        now = timezone.now()
+        age = timesince(now - dt.timedelta(seconds=config.keep_max_age_seconds), now, depth=2)
+        rule += f" and any younger than {age}"
+    return rule
+
+
 def restore_message(name: str, kept: SnapshotEntry) -> str:
     return f"Restored snapshot “{name}”. The state before the restore was kept as snapshot “{kept.name}”."
 
@@ -185,7 +196,7 @@ class WriterStatus:
 
 def writer_status(bh: BucketSQLite) -> WriterStatus:
     lease = bh.writer_lease()
-    ours = bh.lease is not None and lease is not None and lease.holder == bh.lease.holder
+    ours = bh.lease is not None and bh.lease.same_holder(lease)
     return WriterStatus(
         pid=os.getpid(),
         role=str(runtime.role()),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.utils.crypto import salted_hmac
 
 from .engine import BucketConfig, BucketSQLite, SnapshotConfig
 from .engine.config import DEFAULT_FILES_PREFIX, DEFAULT_SNAPSHOT_KEY
@@ -40,7 +41,12 @@ DEFAULTS: dict[str, Any] = {
     "FLUSH_INTERVAL": 60.0,
     "MIN_FLUSH_INTERVAL": 5.0,
     "KEEP_PREVIOUS": True,
+    "KEEP_SNAPSHOTS": 24,
+    "KEEP_SNAPSHOTS_MAX_AGE": None,
+    "SIGNING_KEY": None,
     "LEASE_SECONDS": DEFAULT_LEASE_SECONDS,
+    "LEASE_WAIT": 20.0,
+    "STARTUP_TIMEOUT": 30.0,
     "AUTOSTART": None,
     "BUSY_TIMEOUT": 30.0,
     "KV_MAX_VALUE_BYTES": DEFAULT_MAX_VALUE_BYTES,
@@ -52,9 +58,12 @@ DEFAULTS: dict[str, Any] = {
     "FILE_OVERWRITE": False,
 }
 
-_SECRETS = {"SECRET_ACCESS_KEY", "SESSION_TOKEN"}
+_SECRETS = {"SECRET_ACCESS_KEY", "SESSION_TOKEN", "SIGNING_KEY"}
 _POSITIVE = {"FLUSH_INTERVAL", "LEASE_SECONDS", "BUSY_TIMEOUT", "KV_MAX_VALUE_BYTES", "MAX_ATTEMPTS", "CONNECT_TIMEOUT",
-             "READ_TIMEOUT", "QUERYSTRING_EXPIRE"}  # fmt: skip
+             "READ_TIMEOUT", "QUERYSTRING_EXPIRE", "KEEP_SNAPSHOTS", "KEEP_SNAPSHOTS_MAX_AGE"}  # fmt: skip
+_NOT_NEGATIVE = {"MIN_FLUSH_INTERVAL", "LEASE_WAIT", "STARTUP_TIMEOUT"}
+#: The fixed salt that turns SECRET_KEY (or SIGNING_KEY) into the key snapshots are signed with.
+SIGNING_SALT = "buckethead_django.snapshot-signing"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -108,10 +117,15 @@ class BucketHeadSettings:
 
     def engine(self, **overrides: Any) -> BucketSQLite:
         """A (not yet started) engine built from these settings; ``overrides`` are BucketSQLite arguments."""
+        keys = self.signing_keys()
         kwargs: dict[str, Any] = {
             "busy_timeout": float(self.values["BUSY_TIMEOUT"]),
             "kv_max_value_bytes": int(self.values["KV_MAX_VALUE_BYTES"]),
             "lease_seconds": float(self.values["LEASE_SECONDS"]),
+            "lease_wait": float(self.values["LEASE_WAIT"]),
+            "startup_timeout": float(self.values["STARTUP_TIMEOUT"]),
+            "signing_key": keys[0] if keys else None,
+            "verify_keys": keys[1:],
             **overrides,
         }
         return BucketSQLite(self.bucket_config(), self.snapshot_config(), **kwargs)
@@ -121,7 +135,27 @@ class BucketHeadSettings:
             interval_seconds=float(self.values["FLUSH_INTERVAL"]),
             min_interval_seconds=float(self.values["MIN_FLUSH_INTERVAL"]),
             keep_previous=bool(self.values["KEEP_PREVIOUS"]),
+            keep_snapshots=int(self.values["KEEP_SNAPSHOTS"]),
+            keep_max_age_seconds=self.values["KEEP_SNAPSHOTS_MAX_AGE"],
         )
+
+    def signing_keys(self) -> list[bytes]:
+        """The key snapshots are signed with, then older keys they may verify with; empty when disabled.
+
+        By default the key is derived from SECRET_KEY with a fixed salt, and
+        SECRET_KEY_FALLBACKS keep verifying snapshots written before a key
+        rotation. ``SIGNING_KEY`` replaces SECRET_KEY as the secret (so that
+        several deployments with different SECRET_KEYs can share a bucket);
+        ``False`` disables signing and verification.
+        """
+        explicit = self.values["SIGNING_KEY"]
+        if explicit is False:
+            return []
+        if explicit:
+            secrets = [str(explicit)]
+        else:
+            secrets = [django_settings.SECRET_KEY, *getattr(django_settings, "SECRET_KEY_FALLBACKS", [])]
+        return [salted_hmac(SIGNING_SALT, "snapshots", secret=s, algorithm="sha256").digest() for s in secrets]
 
     @property
     def local_path(self) -> Path:
@@ -184,6 +218,10 @@ def _coerce(values: dict[str, Any], sources: dict[str, str], problems: list[Prob
         try:
             if key == "AUTOSTART":
                 values[key] = _parse_autostart(value)
+            elif key == "SIGNING_KEY":
+                values[key] = _parse_signing_key(value)
+            elif key == "KEEP_SNAPSHOTS_MAX_AGE":
+                values[key] = float(value)
             elif isinstance(default, bool):
                 values[key] = _parse_bool(value)
             elif isinstance(default, int):
@@ -221,8 +259,15 @@ def _validate(values: dict[str, Any], sources: dict[str, str], problems: list[Pr
             problems.append(
                 Problem("E004", f"BUCKETHEAD {key!r} must be greater than 0, not {values[key]!r}.", _type_hint(key, 1))
             )
-    if values["MIN_FLUSH_INTERVAL"] < 0:
-        problems.append(Problem("E004", "BUCKETHEAD 'MIN_FLUSH_INTERVAL' must be 0 or more.", "Set it to 5 or more."))
+    for key in sorted(_NOT_NEGATIVE):
+        if values[key] < 0:
+            problems.append(
+                Problem(
+                    "E004",
+                    f"BUCKETHEAD {key!r} must be 0 or more, not {values[key]!r}.",
+                    f"Use a number of seconds, 0 or more (the default is {DEFAULTS[key]!r}).",
+                )
+            )
     if backend == "s3":
         if not values["BUCKET"]:
             problems.append(
@@ -289,7 +334,22 @@ def _parse_autostart(value: Any) -> bool | None:
     return _parse_bool(value)
 
 
+def _parse_signing_key(value: Any) -> str | bool | None:
+    """A secret string, or False to disable signing ('off', 'false', '0' in the environment)."""
+    if value is False:
+        return False
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if not isinstance(value, str):
+        raise ValueError(value)
+    return False if value.strip().lower() in _FALSE else value
+
+
 def _type_hint(key: str, default: Any) -> str:
+    if key == "SIGNING_KEY":
+        return "Use a secret string, False to disable signing, or None to derive the key from SECRET_KEY."
+    if key == "KEEP_SNAPSHOTS_MAX_AGE":
+        return "Use a number of seconds (for example 86400 for a day), or None for no age rule."
     if key == "AUTOSTART":
         return "Use True (always start a writer), False (never) or None / 'auto' (decide from how Django was started)."
     if isinstance(default, bool):

@@ -21,7 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from . import shutdown, signals
 from .conf import get_settings
-from .engine import BucketConfig, BucketSQLite, SnapshotConfig
+from .engine import BucketConfig, BucketHeadError, BucketSQLite, NotStarted, SnapshotConfig
 from .roles import Decision, Role
 
 logger = logging.getLogger("buckethead_django")
@@ -30,6 +30,8 @@ _lock = threading.RLock()
 _decision: Decision | None = None
 _engine: BucketSQLite | None = None
 _temp_dirs: list[str] = []
+#: Set once the process has begun exiting: no engine may start again (a late request would restart a writer).
+_exiting = False
 
 
 def configure(decision: Decision) -> None:
@@ -48,7 +50,16 @@ def configure(decision: Decision) -> None:
                 "; ".join(p.msg for p in settings.errors),
             )
             return
-        _start()
+        try:
+            _start()
+        except BucketHeadError as exc:
+            # A damaged current snapshot (CurrentSnapshotCorrupt), an unreachable bucket (BucketUnavailable),
+            # another live writer (WriterConflict): the error is raised on, so the process never serves an
+            # empty database, and logged first, since a server's traceback is easily lost among its output.
+            logger.error(
+                "BucketHead could not start the writer in pid %d, so this process does not serve: %s", os.getpid(), exc
+            )
+            raise
 
 
 def role() -> Role:
@@ -79,6 +90,11 @@ def _start() -> BucketSQLite:
     with _lock:
         if _engine is not None and _engine.started:
             return _engine
+        if _exiting:
+            raise NotStarted(
+                f"BucketHead has stopped in pid {os.getpid()}: the process is exiting after its final flush, so it "
+                "starts no engine again. Retry the request once the server is back."
+            )
         current = role()
         settings = get_settings()
         if current is Role.TEST:
@@ -129,26 +145,50 @@ def _test_engine() -> BucketSQLite:
 
 
 def stop() -> None:
-    """Stop the engine (the writer makes its final flush). Safe to call more than once."""
-    global _engine
+    """Stop the engine (the writer makes its final flush). Safe to call more than once.
+
+    The engine stays the process's engine until it has stopped, so a request
+    still running meanwhile is refused its writes rather than given a new one.
+    If the final flush fails, the database is kept in a local file.
+    """
+    global _engine  # noqa: PLW0603
     with _lock:
-        engine, _engine = _engine, None
-    if engine is not None:
+        engine = _engine
+    if engine is None:
+        return
+    try:
         engine.stop()
-        if not engine.read_only:
-            result = engine.last_flush
-            logger.info(
-                "BucketHead stopped in pid %d after its final flush (%s)",
+    except Exception:
+        if engine.started and not engine.read_only:
+            path = engine.save_local_copy("shutdown")
+            logger.error(
+                "BucketHead's final flush failed in pid %d; the database is saved in %s. Once the bucket is back, "
+                "restore it with `python manage.py buckethead restore --file %s`.",
                 os.getpid(),
-                f"uploaded {result.bytes} bytes" if result and result.uploaded else "nothing had changed",
+                path,
+                path,
             )
+        raise
+    finally:
+        with _lock:
+            if _engine is engine and not engine.started:
+                _engine = None
+    if not engine.read_only:
+        result = engine.last_flush
+        logger.info(
+            "BucketHead stopped in pid %d after its final flush (%s)",
+            os.getpid(),
+            f"uploaded {result.bytes} bytes" if result and result.uploaded else "nothing had changed",
+        )
 
 
 def _stop_at_exit() -> None:
+    global _exiting  # noqa: PLW0603
+    _exiting = True
     try:
         shutdown.run_final_flush(stop)
     except Exception:
-        logger.exception("BucketHead's final flush failed; changes since the last snapshot are lost")
+        logger.exception("BucketHead's final flush failed")
     for path in _temp_dirs:
         shutil.rmtree(path, ignore_errors=True)
 

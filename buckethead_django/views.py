@@ -1,4 +1,4 @@
-"""Views: the signed, expiring file links that `BucketHeadStorage.url()` makes with the local backend."""
+"""Views: the health check, and the signed, expiring file links `BucketHeadStorage.url()` makes locally."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from django.views.decorators.http import require_safe
 
 from . import runtime
 from .engine import ObjectNotFound
+from .health import FAILING, engine_health
 from .runtime import get_buckethead
 from .storage import SignedBlob
 
@@ -22,23 +23,29 @@ def health(request: HttpRequest) -> JsonResponse:
 
     ``degraded`` means the last flush failed: the site works from memory and
     the change stays pending; ``last_upload_age_seconds`` says how old the
-    bucket's copy is. ``failing`` means there is no engine (it could not start).
+    bucket's copy is. ``failing`` means there is no engine (it could not
+    start), or that this process was fenced off: another writer took the
+    bucket over, so nothing changed here reaches the bucket any more
+    (``fenced`` says why). ``current_snapshot`` names the generation the
+    bucket's current state is, as far as this process knows.
     """
     try:
         engine = get_buckethead()
     except Exception as exc:  # noqa: BLE001 - any reason the engine cannot run is reported, not raised
-        return JsonResponse({"status": "failing", "role": str(runtime.role()), "error": str(exc)}, status=503)
-    upload = engine.last_upload
+        response = JsonResponse({"status": FAILING, "role": str(runtime.role()), "error": str(exc)}, status=503)
+        patch_cache_control(response, no_store=True)
+        return response
+    health = engine_health(engine)
     body = {
-        "status": "degraded" if engine.last_error is not None else "ok",
+        **health.as_json(),
         "role": str(runtime.role()),
         "read_only": engine.read_only,
-        "last_upload_age_seconds": round(time.time() - upload.at, 3) if upload else None,
         "last_flush": engine.last_flush.reason if engine.last_flush else None,
-        "last_error": str(engine.last_error) if engine.last_error is not None else None,
         "pending_changes": False if engine.read_only else engine.dirty,
     }
-    response = JsonResponse(body)
+    if health.status == FAILING:
+        body["error"] = health.fenced
+    response = JsonResponse(body, status=503 if health.status == FAILING else 200)
     patch_cache_control(response, no_store=True)
     return response
 

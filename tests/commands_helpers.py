@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
+import sqlite3
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,11 +16,13 @@ from typing import Any
 from django.core.management import call_command
 
 from buckethead_django import runtime
-from buckethead_django.engine import BucketConfig, BucketSQLite
+from buckethead_django.conf import get_settings
+from buckethead_django.engine import BucketConfig, BucketSQLite, SnapshotEntry, generations
 from buckethead_django.engine.objectstore import iter_objects, open_object_store
 from buckethead_django.roles import Role
 
 from .servers import EXAMPLE, example_env
+from .snapshots import current_record, snapshot_bytes
 
 #: A secret no output may ever show; moto accepts any credentials.
 SECRET = "do-not-print-this-secret"
@@ -76,26 +80,66 @@ def env_for(config: BucketConfig) -> dict[str, str]:
     return {f"BUCKETHEAD_{k}": str(v) for k, v in settings_for(config).items()}
 
 
+def signing() -> dict[str, Any]:
+    """The engine arguments that sign snapshots as this project's server does (with a key from SECRET_KEY)."""
+    keys = get_settings().signing_keys()
+    return {"signing_key": keys[0] if keys else None, "verify_keys": keys[1:]}
+
+
+def server_engine(config: BucketConfig, **kwargs: Any) -> BucketSQLite:
+    """A (not started) writer on ``config`` that signs like this project's server; no flush loop."""
+    return BucketSQLite(config, **{"background_flush": False, **signing(), **kwargs})
+
+
 def seed(config: BucketConfig, **values: str) -> None:
     """Write KV entries through a writer that flushes and stops, as a server would."""
-    with BucketSQLite(config, background_flush=False) as writer:
+    with server_engine(config) as writer:
         for key, value in values.items():
             writer.kv.set(key, value)
 
 
 def kv_in_bucket(config: BucketConfig, name: str = "latest") -> dict[str, str]:
-    """The KV entries of a snapshot in the bucket (the latest, or a named one), read without writing anything."""
-    if name != "latest":
-        key = config.key + (".prev" if name == "previous" else f".label.{name}")
-        config = dataclasses.replace(config, key=key)
-    with BucketSQLite(config, read_only_reason="tests only read") as reader:
-        keys = reader.kv.keys()  # KVStore.keys() lists keys; it is not a dict
-        return {k: reader.kv.get(k) or "" for k in keys}
+    """The live KV entries of a snapshot in the bucket (the current one, or a named one), changing nothing."""
+    data = snapshot_bytes(open_object_store(config), name, key=config.key)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "snapshot.db"
+        path.write_bytes(data)
+        db = sqlite3.connect(path)
+        try:
+            rows = db.execute(
+                "SELECT key, value FROM bh_kv WHERE expires_at IS NULL OR expires_at > ? ORDER BY key", (time.time(),)
+            ).fetchall()
+        finally:
+            db.close()
+    return {key: bytes(value).decode("utf-8") for key, value in rows}
+
+
+def entries(config: BucketConfig) -> list[SnapshotEntry]:
+    """Every restorable snapshot in the bucket, as `history` lists them."""
+    return generations.list_snapshots(open_object_store(config), config.key)
+
+
+def damage_current(config: BucketConfig) -> str:
+    """Overwrite the current generation's data with garbage, as a bad disk or a bad hand would; its name."""
+    store = open_object_store(config)
+    current = current_record(store, config.key)
+    assert current is not None, "the bucket has no current generation to damage"
+    store.put(current.chunks[0].key, b"SQLite format 3\x00 but not really")
+    return current.name
 
 
 def bucket_state(config: BucketConfig) -> dict[str, str]:
-    """Every object in the bucket and its ETag: equal before and after means nothing was changed."""
-    return {o.key: o.etag for o in iter_objects(open_object_store(config))}
+    """Every object in the bucket and its ETag: equal before and after means nothing was changed.
+
+    The current record is the exception: every writer that starts rewrites
+    it to claim the bucket (which fences off any earlier writer), so it
+    stands for the generation it names.
+    """
+    store = open_object_store(config)
+    state = {o.key: o.etag for o in iter_objects(store) if o.key != config.key + generations.CURRENT_SUFFIX}
+    current = current_record(store, config.key)
+    state["current generation"] = current.name if current is not None else ""
+    return state
 
 
 def run(state: Path, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:

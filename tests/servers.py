@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .moto_server import free_port
+from .moto_server import CREDENTIALS, free_port
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example_project"
 BIN = Path(sys.executable).parent
@@ -31,6 +31,19 @@ def example_env(state: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def s3_env(bucket: str, endpoint_url: str, **extra: str) -> dict[str, str]:
+    """Environment variables that point an example-project process at ``bucket`` on ``endpoint_url`` (moto)."""
+    return {
+        "BUCKETHEAD_BACKEND": "s3",
+        "BUCKETHEAD_BUCKET": bucket,
+        "BUCKETHEAD_ENDPOINT_URL": endpoint_url,
+        "BUCKETHEAD_REGION": "us-east-1",
+        "BUCKETHEAD_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+        "BUCKETHEAD_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
+        **extra,
+    }
 
 
 def manage(state: Path, *args: str, check: bool = True, **extra: str) -> subprocess.CompletedProcess[str]:

@@ -14,8 +14,9 @@ from django.test import Client, override_settings
 from django.urls import path, reverse
 from django.utils.http import urlencode
 
-from buckethead_django.engine import BucketSQLite
-from buckethead_django.engine.snapshot import list_snapshots
+from buckethead_django import runtime
+from buckethead_django.engine import BucketSQLite, ObjectStoreError
+from buckethead_django.engine.generations import find_snapshot, list_snapshots
 from buckethead_django.testing import fresh_buckethead
 
 pytestmark = pytest.mark.django_db
@@ -143,7 +144,7 @@ def test_staff_without_permissions_get_403_when_they_post_anyway(bh, viewer) -> 
     assert bh.kv.get("greeting") == "hello"
     assert bh.files.resolve("docs/a.txt") is not None
     assert bh.kv.get("after") == "flush"  # not restored
-    assert [e.name for e in list_snapshots(bh.store, bh.config.key)] == ["latest"]
+    assert [e.kind for e in list_snapshots(bh.store, bh.config.key)] == ["generation"], "nothing was kept"
 
 
 def test_posts_need_the_csrf_token(bh, django_user_model) -> None:
@@ -192,8 +193,10 @@ def test_flush_now_uploads_and_the_dashboard_reports_it(bh, flusher) -> None:
     response = flusher.post(FLUSH, follow=True)
     assert response.redirect_chain == [(DASHBOARD, 302)]
     assert any(m.startswith("Flushed") for m in messages_of(response))
-    assert bh.store.head(bh.config.key) is not None
+    current = find_snapshot(bh.store, bh.config.key, "latest")
+    assert current.current
     assert not bh.dirty
+    assert f"Current snapshot {current.name}" in text(response)
     assert re.search(r"Last flush .*: uploaded [\d.]+\s*KB in [\d.]+ s", text(response))
 
     again = flusher.post(FLUSH, follow=True)
@@ -207,7 +210,57 @@ def test_flush_is_post_only(bh, flusher) -> None:
 
 def test_the_last_error_is_shown(bh, viewer) -> None:
     bh.last_error = RuntimeError("the bucket said no")
-    assert "Last error the bucket said no" in text(viewer.get(DASHBOARD))
+    page = text(viewer.get(DASHBOARD))
+    assert "Last error the bucket said no" in page
+    assert "Degraded: the last flush failed. Nothing has reached the bucket yet;" in page
+
+
+def test_a_failing_flush_makes_the_dashboard_say_degraded_and_how_old_the_bucket_copy_is(
+    bh, flusher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bh.kv.set("k", "1")
+    bh.force_flush()
+    bh.kv.set("k", "2")
+
+    def unreachable(*_args: object, **_kwargs: object) -> None:
+        raise ObjectStoreError("the bucket is unreachable")
+
+    monkeypatch.setattr(bh.store, "put", unreachable)
+    response = flusher.post(FLUSH, follow=True)
+    assert "the bucket is unreachable" in messages_of(response)[0]
+    html = response.content.decode()
+    assert 'id="degraded"' in html
+    assert 'id="fenced"' not in html
+    assert re.search(
+        r"Degraded: the last flush failed\. The bucket's copy is from .+ \(0 minutes ago\); changes since then are "
+        r"only in this process's memory\. Flushing is retried by itself\. the bucket is unreachable",
+        text(response),
+    ), text(response)
+    monkeypatch.undo()
+    assert 'id="degraded"' not in flusher.post(FLUSH, follow=True).content.decode(), "a good flush clears it"
+
+
+def test_a_fenced_writer_shows_a_loud_error_and_offers_no_flush(bh, admin_client) -> None:
+    bh.kv.set("k", "mine")
+    bh.force_flush()
+    with fresh_buckethead(bh.config) as successor:  # another writer takes the bucket over
+        bh.kv.set("k", "lost")
+        with runtime.use_engine(bh):
+            response = admin_client.post(FLUSH, follow=True)
+            assert "has taken over" in messages_of(response)[0]
+            page = response.content.decode()
+            assert 'id="fenced"' in page
+            assert 'role="alert"' in page
+            assert 'id="flush-now"' not in page
+            shown = text(response)
+            assert "Fenced off: this process no longer writes to the bucket." in shown
+            assert "has taken over" in shown
+            assert "stopped flushing" in shown
+            snapshots = admin_client.get(SNAPSHOTS).content.decode()
+            assert "was fenced off by another writer" in snapshots
+            assert "restore-link" not in snapshots
+            assert 'id="keep-snapshot"' not in snapshots
+        assert successor.kv.get("k") == "mine", "the successor has what the bucket had"
 
 
 def test_a_read_only_engine_offers_no_actions_and_refuses_them() -> None:
@@ -367,9 +420,14 @@ def test_snapshots_are_listed_and_only_superusers_may_restore(bh, manager, admin
     bh.force_flush()
     bh.kv.set("k", "2")
     bh.force_flush()
-    listing = text(manager.get(SNAPSHOTS))
-    assert "latest latest" in listing
-    assert "previous previous" in listing
+    newest, older = list_snapshots(bh.store, bh.config.key)
+    response = manager.get(SNAPSHOTS)
+    listing = text(response)
+    assert f"{newest.name} current generation" in listing
+    assert f"{newest.sha256[:12]} unsigned" in listing, "the test engine does not sign"
+    assert f"{older.name} generation" in listing
+    assert "Retention keeps the newest 24 generations" in listing
+    assert re.findall(r'<tr class="snapshot( current)?"', response.content.decode()) == [" current", ""]
     assert "Restore" not in listing
     assert manager.get(f"{ADMIN}/snapshot/restore/?name=previous").status_code == 403
     assert "Restore…" in text(admin_client.get(SNAPSHOTS))
@@ -381,14 +439,18 @@ def test_restoring_a_snapshot_keeps_the_current_state_first(bh, admin_client) ->
     bh.kv.set("k", "new")
     bh.force_flush()
 
+    older = find_snapshot(bh.store, bh.config.key, "previous")
     confirm = admin_client.get(f"{ADMIN}/snapshot/restore/", {"name": "previous"})
-    assert "Are you sure you want to restore the snapshot “previous”?" in text(confirm)
+    shown = text(confirm)
+    assert f"Are you sure you want to restore the snapshot “previous” ({older.name})?" in shown
     assert bh.kv.get("k") == "new"
-
+    assert f"Kind: generation Size: {older.size // 1024}.0 KB" in shown
+    assert f"SHA-256: {older.sha256} Signature: unsigned" in shown
     response = admin_client.post(f"{ADMIN}/snapshot/restore/?name=previous", follow=True)
     assert response.redirect_chain == [(SNAPSHOTS, 302)]
     assert bh.kv.get("k") == "old"
     (message,) = messages_of(response)
+    assert message.startswith(f"Restored snapshot “{older.name}”.")
     kept = re.search(r"kept as snapshot “(pre-restore-[^”]+)”", message).group(1)
     assert kept in text(response)
 
@@ -403,6 +465,10 @@ def test_keeping_a_labelled_snapshot(bh, flusher) -> None:
     response = flusher.post(KEEP, {"label": "before-migration"}, follow=True)
     assert "Kept the current state as snapshot “before-migration”." in messages_of(response)
     assert "before-migration labelled" in text(response)
+    assert 'data-name="before-migration" data-kind="labelled"' in response.content.decode()
 
     refused = flusher.post(KEEP, {"label": "../bad"}, follow=True)
     assert "is not valid" in messages_of(refused)[0]
+    taken = flusher.post(KEEP, {"label": "before-migration"}, follow=True)
+    assert taken.status_code == 200
+    assert messages_of(taken) == ["a snapshot labelled 'before-migration' already exists; choose another label"]

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 
-from buckethead_django.engine import BucketSQLite
+from buckethead_django.engine import BucketSQLite, WriterFenced
+from buckethead_django.runtime import use_engine
 from buckethead_django.testing import fresh_buckethead
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -229,16 +230,40 @@ def test_restore_a_snapshot(operator: Operator, bh: BucketSQLite) -> None:
     bh.force_flush()
 
     operator.click_link("Snapshots")
-    operator.css("tr.snapshot[data-name='previous'] a.restore-link").click()
+    operator.css("tr.snapshot")
+    current, previous = operator.all("tr.snapshot[data-kind='generation']")
+    assert "current" in current.text
+    assert "current" not in previous.text
+    assert "unsigned" in previous.text, "the test engine does not sign its snapshots"
+    name, current_name = previous.get_attribute("data-name"), current.get_attribute("data-name")
+    previous.find_element("css selector", "a.restore-link").click()
     operator.css("#confirm-restore")
-    assert "Are you sure you want to restore the snapshot “previous”?" in operator.text("#content-main")
+    assert f"Are you sure you want to restore the snapshot “{name}”?" in operator.text("#content-main")
     operator.css("#confirm-restore").click()
     operator.wait(lambda: bool(operator.messages()))
     (message,) = operator.messages()
-    assert message.startswith("Restored snapshot “previous”.")
+    assert message.startswith(f"Restored snapshot “{name}”.")
     assert bh.kv.get("price:widget") == "10"
     names = [row.get_attribute("data-name") for row in operator.all("tr.snapshot")]
     assert any(name.startswith("pre-restore-") for name in names)
+    (new_current,) = operator.all("tr.snapshot.current")
+    assert new_current.get_attribute("data-name") not in (name, current_name), "the restore is a new generation"
+
+
+def test_a_fenced_writer_is_the_first_thing_the_dashboard_says(operator: Operator, bh: BucketSQLite) -> None:
+    bh.kv.set("k", "mine")
+    bh.force_flush()
+    with fresh_buckethead(bh.config) as successor, use_engine(bh):  # another writer takes the bucket over
+        bh.kv.set("k", "lost")
+        with pytest.raises(WriterFenced):
+            bh.force_flush()
+        operator.click_link("Dashboard")
+        alarm = operator.css("#fenced")
+        assert alarm.is_displayed()
+        assert alarm.text.startswith("Fenced off: this process no longer writes to the bucket.")
+        assert alarm.location["y"] < operator.css("#buckethead-storage").location["y"], "it comes before the facts"
+        assert not operator.all("#flush-now")
+        assert successor.kv.get("k") == "mine"
 
 
 def test_download_a_file(operator: Operator, bh: BucketSQLite, downloads: Path) -> None:

@@ -14,6 +14,7 @@ from buckethead_django.engine import (
     BucketConfig,
     BucketSQLite,
     NotStarted,
+    ReadOnlyError,
     SnapshotConfig,
     SnapshotCorrupt,
     SnapshotError,
@@ -188,6 +189,33 @@ def test_stop_makes_a_final_flush(make_engine: EngineFactory) -> None:
     bh.stop()
     conn = open_snapshot(snapshot_bytes(bh.store))
     assert conn.execute("SELECT value FROM bh_kv WHERE key='last'").fetchone() == (b"words",)
+
+
+def test_no_write_is_acknowledged_after_the_final_snapshot(make_engine: EngineFactory) -> None:
+    bh = make_engine().start()
+    acknowledged: list[int] = []
+    refusals: list[Exception] = []
+
+    def keep_writing() -> None:
+        i = 0
+        while True:
+            try:
+                bh.kv.set(f"k{i}", "v")
+            except (ReadOnlyError, NotStarted) as exc:
+                refusals.append(exc)
+                return
+            acknowledged.append(i)
+            i += 1
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    while len(acknowledged) < 200:
+        time.sleep(0.01)
+    bh.stop()
+    writer.join()
+    assert refusals, "the writer was stopped by a refusal, never silently"
+    with make_engine() as again:
+        assert again.kv.count() == len(acknowledged), "every acknowledged write is in the final snapshot"
 
 
 def test_callbacks_report_start_completion_and_errors(

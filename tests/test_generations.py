@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import socket
 import sqlite3
 import subprocess
@@ -57,7 +58,7 @@ def flushes(bh: BucketSQLite, count: int) -> list[str]:
         bh.kv.set("v", str(i))
         result = bh.force_flush()
         assert result.uploaded
-        names.append(str(result.etag))
+        names.append(str(result.generation))
     return names
 
 
@@ -250,7 +251,9 @@ def test_a_waiting_writer_takes_over_an_expiring_lease(make_engine: EngineFactor
         assert bh.lease.host == socket.gethostname()
 
 
-def test_a_writer_that_was_taken_over_is_fenced_and_keeps_serving(make_engine: EngineFactory, tmp_path: Path) -> None:
+def test_a_writer_that_was_taken_over_is_fenced_and_keeps_serving(
+    make_engine: EngineFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     paused = make_engine().start()
     paused.kv.set("who", "paused")
     paused.force_flush()
@@ -269,6 +272,10 @@ def test_a_writer_that_was_taken_over_is_fenced_and_keeps_serving(make_engine: E
     successor.kv.set("who", "successor")
     successor.force_flush()
     paused.stop()
+    saved = re.search(r"is saved in (\S+\.db)", caplog.text)
+    assert saved, "the fenced writer says where its unsaved database went"
+    assert value_in(Path(saved.group(1)).read_bytes(), "who") == b"stale write", "nothing it held is lost"
+    Path(saved.group(1)).unlink()
     assert read_lease(successor.store, KEY) is not None, "the fenced writer leaves the successor's lease alone"
     assert value_in(snapshot_bytes(successor.store), "who") == b"successor"
     successor.stop()
@@ -411,7 +418,7 @@ def test_a_crash_at_any_step_of_a_flush_leaves_a_consistent_bucket(
     assert all(g.has_record for g in left), "what the crash left half-written is cleaned up at start"
     bh.kv.set("v", "after")
     bh.force_flush()
-    assert generation_names(bh.store) == [str(bh.last_upload.etag)], "and retention catches up"  # type: ignore[union-attr]
+    assert generation_names(bh.store) == [str(bh.last_upload.generation)], "and retention catches up"  # type: ignore[union-attr]
     bh.stop()
     with make_engine() as again:
         assert again.kv.get("v") == "after"

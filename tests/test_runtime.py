@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -9,9 +11,23 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from buckethead_django import get_buckethead, runtime
-from buckethead_django.engine import BucketConfig, BucketSQLite, ReadOnlyError
+from buckethead_django.conf import get_settings
+from buckethead_django.engine import (
+    BucketConfig,
+    BucketSQLite,
+    BucketUnavailable,
+    CurrentSnapshotCorrupt,
+    ReadOnlyError,
+    WriterConflict,
+    WriterLease,
+    generations,
+)
+from buckethead_django.engine.objectstore import open_object_store
 from buckethead_django.roles import Decision, Role
 from buckethead_django.testing import fresh_buckethead
+
+from .moto_server import free_port
+from .snapshots import KEY, current_record
 
 
 @pytest.fixture
@@ -29,7 +45,8 @@ def as_role(monkeypatch: pytest.MonkeyPatch):
 
 
 def seed(path: Path, **values: str) -> None:
-    with BucketSQLite(BucketConfig.local(path)) as writer:
+    """Write KV entries as this project's server would: signed with the key derived from SECRET_KEY."""
+    with BucketSQLite(BucketConfig.local(path), signing_key=get_settings().signing_keys()[0]) as writer:
         for key, value in values.items():
             writer.kv.set(key, value)
 
@@ -120,3 +137,65 @@ def test_a_forked_child_does_not_use_the_parents_engine(tmp_path: Path) -> None:
             os._exit(0)
     os.waitpid(pid, 0)
     assert os.read(read, 100) == b"fresh"
+
+
+# -- a writer that cannot start fails loudly, and never serves an empty database ------------------------
+
+
+def start_writer(bucket_settings: dict) -> None:
+    with override_settings(BUCKETHEAD=bucket_settings):
+        runtime.configure(Decision(Role.WRITER, True, "`runserver` serves requests"))
+
+
+def test_a_writer_over_a_damaged_current_snapshot_does_not_start(as_role, tmp_path: Path, caplog) -> None:
+    seed(tmp_path / "bucket", k="good")
+    seed(tmp_path / "bucket", k="newer")
+    store = open_object_store(BucketConfig.local(tmp_path / "bucket"))
+    good, damaged = [r.name for r in generations.list_records(store, KEY, "generation")][::-1]
+    store.put(f"{KEY}.generations/{damaged}.chunk0000", b"SQLite format 3\x00 but not really")
+    as_role(Role.IDLE)
+    with caplog.at_level(logging.ERROR, logger="buckethead_django"), pytest.raises(CurrentSnapshotCorrupt) as error:
+        start_writer({"LOCAL_PATH": str(tmp_path / "bucket")})
+    assert error.value.restorable == good
+    assert runtime._engine is None, "nothing was started, so nothing empty can be served or flushed"
+    (record,) = [r for r in caplog.records if r.name == "buckethead_django"]
+    assert record.levelno == logging.ERROR
+    assert record.getMessage().startswith("BucketHead could not start the writer in pid ")
+    assert "so this process does not serve" in record.getMessage()
+    assert f"`python manage.py buckethead restore {good}`" in record.getMessage()
+    assert current_record(store, KEY).name == damaged, "nothing in the bucket was changed"
+
+
+def test_a_writer_does_not_start_while_another_live_process_holds_the_bucket(as_role, tmp_path: Path, caplog) -> None:
+    seed(tmp_path / "bucket", k="v")
+    now = time.time()
+    elsewhere = WriterLease("web-2:77", "web-2", 77, started_at=now - 60, renewed_at=now, expires_at=now + 300)
+    open_object_store(BucketConfig.local(tmp_path / "bucket")).put(f"{KEY}.lease", elsewhere.to_json())
+    as_role(Role.IDLE)
+    with caplog.at_level(logging.ERROR, logger="buckethead_django"), pytest.raises(WriterConflict):
+        start_writer({"LOCAL_PATH": str(tmp_path / "bucket"), "LEASE_WAIT": 0.5})
+    assert runtime._engine is None
+    assert "held by another writer, web-2:77" in caplog.text
+    assert "this process gave up after waiting 0.5s" in caplog.text
+
+
+def test_a_writer_does_not_start_without_its_bucket(as_role, caplog) -> None:
+    as_role(Role.IDLE)
+    unreachable = {
+        "BACKEND": "s3",
+        "BUCKET": "nowhere",
+        "ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "REGION": "us-east-1",
+        "ACCESS_KEY_ID": "id",
+        "SECRET_ACCESS_KEY": "secret",
+        "MAX_ATTEMPTS": 1,
+        "CONNECT_TIMEOUT": 1,
+        "STARTUP_TIMEOUT": 1,
+    }
+    with caplog.at_level(logging.ERROR, logger="buckethead_django"), pytest.raises(BucketUnavailable):
+        start_writer(unreachable)
+    assert runtime._engine is None
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and r.name == "buckethead_django"]
+    assert len(errors) == 1
+    assert "could not reach bucket 'nowhere'" in errors[0]
+    assert "STARTUP_TIMEOUT" in errors[0]

@@ -9,6 +9,7 @@ from django.core import checks
 from django.test import override_settings
 
 from buckethead_django.conf import DEFAULTS, get_settings
+from buckethead_django.engine import CurrentSnapshotCorrupt
 
 
 def check_ids() -> list[str]:
@@ -130,3 +131,111 @@ def test_a_correct_configuration_passes_the_checks() -> None:
 def test_a_non_dict_setting_is_reported() -> None:
     with override_settings(BUCKETHEAD="s3://bucket"):
         assert "buckethead_django.E001" in check_ids()
+
+
+# -- snapshot retention, signing, and waiting at startup -------------------------------------------
+
+
+def test_retention_and_startup_waits_have_defaults_and_reach_the_engine(tmp_path: Path) -> None:
+    s = get_settings({})
+    assert (s["KEEP_SNAPSHOTS"], s["KEEP_SNAPSHOTS_MAX_AGE"], s["LEASE_WAIT"], s["STARTUP_TIMEOUT"]) == (
+        24,
+        None,
+        20.0,
+        30.0,
+    )
+    env = {
+        "BUCKETHEAD_KEEP_SNAPSHOTS": "5",
+        "BUCKETHEAD_KEEP_SNAPSHOTS_MAX_AGE": "86400",
+        "BUCKETHEAD_LEASE_WAIT": "0",
+        "BUCKETHEAD_STARTUP_TIMEOUT": "2.5",
+        "BUCKETHEAD_LOCAL_PATH": str(tmp_path),
+    }
+    s = get_settings(env)
+    assert s.problems == []
+    engine = s.engine()
+    assert (engine.snapshot_config.keep_snapshots, engine.snapshot_config.keep_max_age_seconds) == (5, 86400.0)
+    assert (engine.lease_wait, engine.startup_timeout) == (0.0, 2.5)
+
+
+@pytest.mark.parametrize(
+    ("bucket_settings", "message", "hint_part"),
+    [
+        ({"KEEP_SNAPSHOTS": 0}, "BUCKETHEAD 'KEEP_SNAPSHOTS' must be greater than 0, not 0.", "positive number"),
+        ({"KEEP_SNAPSHOTS": "many"}, "BUCKETHEAD 'KEEP_SNAPSHOTS' has the value 'many'", "for example 24"),
+        ({"KEEP_SNAPSHOTS_MAX_AGE": -5}, "'KEEP_SNAPSHOTS_MAX_AGE' must be greater than 0, not -5.0.", "None for no"),
+        ({"KEEP_SNAPSHOTS_MAX_AGE": "a day"}, "'KEEP_SNAPSHOTS_MAX_AGE' has the value 'a day'", "86400 for a day"),
+        ({"SIGNING_KEY": 42}, "BUCKETHEAD 'SIGNING_KEY' has the value 42", "False to disable signing"),
+        ({"LEASE_WAIT": -1}, "BUCKETHEAD 'LEASE_WAIT' must be 0 or more, not -1.0.", "the default is 20.0"),
+        ({"STARTUP_TIMEOUT": "soon"}, "BUCKETHEAD 'STARTUP_TIMEOUT' has the value 'soon'", "for example 30.0"),
+        ({"STARTUP_TIMEOUT": -0.5}, "BUCKETHEAD 'STARTUP_TIMEOUT' must be 0 or more", "the default is 30.0"),
+    ],
+)
+def test_bad_retention_signing_and_wait_settings_are_reported(
+    bucket_settings: dict, message: str, hint_part: str
+) -> None:
+    with override_settings(BUCKETHEAD=bucket_settings):
+        messages = checks.run_checks(tags=["buckethead"])
+    assert [m.id for m in messages] == ["buckethead_django.E004"]
+    assert message in messages[0].msg
+    assert hint_part in messages[0].hint
+
+
+def write_and_read(writer_settings: dict, reader_settings: dict) -> str | None:
+    """Flush a value with an engine built from ``writer_settings``, then load it with one from ``reader_settings``."""
+    with override_settings(**writer_settings), get_settings({}).engine(background_flush=False) as writer:
+        writer.kv.set("k", "signed by the writer")
+    with override_settings(**reader_settings):
+        reader = get_settings({}).engine(read_only_reason="only reads")
+    with reader:
+        return reader.kv.get("k")
+
+
+def test_snapshots_are_signed_with_a_key_derived_from_secret_key(tmp_path: Path) -> None:
+    bucket = {"BUCKETHEAD": {"LOCAL_PATH": str(tmp_path / "bucket")}}
+    old = {**bucket, "SECRET_KEY": "the-old-secret-key"}
+    new = {**bucket, "SECRET_KEY": "a-new-secret-key"}
+    assert write_and_read(old, old) == "signed by the writer"
+    with pytest.raises(CurrentSnapshotCorrupt, match="its HMAC does not match"):
+        write_and_read(old, new)
+    rotated = {**new, "SECRET_KEY_FALLBACKS": ["the-old-secret-key"]}
+    with override_settings(**old), get_settings({}).engine(background_flush=False) as writer:
+        writer.kv.set("k", "written before the rotation")
+    with override_settings(**rotated), get_settings({}).engine(background_flush=False) as writer:
+        assert writer.kv.get("k") == "written before the rotation", "SECRET_KEY_FALLBACKS still verify"
+        writer.kv.set("k", "written after the rotation")
+    with override_settings(**new), get_settings({}).engine(read_only_reason="only reads") as reader:
+        assert reader.kv.get("k") == "written after the rotation", "new snapshots are signed with the new key"
+    with override_settings(**rotated):
+        assert len(get_settings({}).signing_keys()) == 2, "signs with the new key, verifies with both"
+
+
+def test_a_signing_key_of_its_own_lets_projects_with_different_secret_keys_share_a_bucket(tmp_path: Path) -> None:
+    shared = {"LOCAL_PATH": str(tmp_path / "bucket"), "SIGNING_KEY": "shared-snapshot-secret"}
+    one = {"BUCKETHEAD": shared, "SECRET_KEY": "project-one"}
+    two = {"BUCKETHEAD": shared, "SECRET_KEY": "project-two"}
+    assert write_and_read(one, two) == "signed by the writer"
+    with override_settings(**one):
+        assert get_settings({}).describe()["SIGNING_KEY"] == "********"
+    stranger = {"BUCKETHEAD": {"LOCAL_PATH": str(tmp_path / "bucket")}, "SECRET_KEY": "project-one"}
+    with pytest.raises(CurrentSnapshotCorrupt, match="its HMAC does not match"):
+        write_and_read(one, stranger)
+
+
+@pytest.mark.parametrize("off", ["off", "false", "0", "no"])
+def test_signing_can_be_switched_off_from_the_environment(tmp_path: Path, off: str) -> None:
+    s = get_settings({"BUCKETHEAD_SIGNING_KEY": off, "BUCKETHEAD_LOCAL_PATH": str(tmp_path)})
+    assert s.problems == []
+    assert s["SIGNING_KEY"] is False
+    assert s.signing_keys() == []
+    assert s.describe()["SIGNING_KEY"] is False
+    engine = s.engine(background_flush=False)
+    assert (engine.signing_key, engine.verify_keys) == (None, ())
+
+
+def test_without_signing_any_snapshot_loads_and_none_is_signed(tmp_path: Path) -> None:
+    unsigned = {"BUCKETHEAD": {"LOCAL_PATH": str(tmp_path / "bucket"), "SIGNING_KEY": False}}
+    signed = {"BUCKETHEAD": {"LOCAL_PATH": str(tmp_path / "bucket")}}
+    assert write_and_read(signed, unsigned) == "signed by the writer", "signatures are not checked"
+    with pytest.raises(CurrentSnapshotCorrupt, match="it is not signed"):
+        write_and_read(unsigned, signed)

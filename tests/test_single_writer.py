@@ -15,7 +15,7 @@ import pytest
 
 from .conftest import s3_config
 from .moto_server import MotoServer
-from .servers import Server, manage
+from .servers import Server, manage, s3_env
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -24,16 +24,7 @@ VISITS = re.compile(r"id=\"visits\">(\d+)<")
 
 def bucket_env(moto: MotoServer, **extra: str) -> dict[str, str]:
     """Environment variables that point an example-project process at a new bucket on the moto server."""
-    cfg = s3_config(moto)
-    return {
-        "BUCKETHEAD_BACKEND": "s3",
-        "BUCKETHEAD_BUCKET": cfg.bucket,
-        "BUCKETHEAD_ENDPOINT_URL": moto.endpoint_url,
-        "BUCKETHEAD_REGION": "us-east-1",
-        "BUCKETHEAD_ACCESS_KEY_ID": "testing",
-        "BUCKETHEAD_SECRET_ACCESS_KEY": "testing",
-        **extra,
-    }
+    return s3_env(s3_config(moto).bucket, moto.endpoint_url, **extra)
 
 
 def visit(server: Server) -> int:
@@ -102,8 +93,8 @@ def test_a_paused_writer_cannot_overwrite_its_successor(tmp_path: Path, moto: Mo
             assert status == 503, body
             assert body["status"] == "failing"
             assert "taken over" in (body.get("last_error") or body.get("error") or ""), body
-            assert successor.get("/") and health(successor)[1]["status"] == "ok"
-            successor_visits += 1
+            successor_visits = visit(successor)
+            assert health(successor)[1]["status"] == "ok"
             successor.stop(signal.SIGTERM)
         paused.stop(signal.SIGTERM)
     finally:

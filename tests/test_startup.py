@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .servers import Server, manage
+from .servers import Server, manage, s3_env
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
 
@@ -119,15 +119,7 @@ def test_the_final_flush_at_exit_reaches_an_s3_bucket(tmp_path: Path, moto) -> N
     from .conftest import s3_config
 
     cfg = s3_config(moto, multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
-    s3_env = {
-        "BUCKETHEAD_BACKEND": "s3",
-        "BUCKETHEAD_BUCKET": cfg.bucket,
-        "BUCKETHEAD_ENDPOINT_URL": moto.endpoint_url,
-        "BUCKETHEAD_REGION": "us-east-1",
-        "BUCKETHEAD_ACCESS_KEY_ID": "testing",
-        "BUCKETHEAD_SECRET_ACCESS_KEY": "testing",
-        "BUCKETHEAD_AUTOSTART": "true",
-    }
+    env = s3_env(cfg.bucket, moto.endpoint_url, BUCKETHEAD_AUTOSTART="true")
     # 12 MB of rows: the final snapshot is a multipart upload, which the transfer manager runs on threads.
     script = (
         "import os; from buckethead_django import get_buckethead as g; c = g().connect(); "
@@ -135,7 +127,7 @@ def test_the_final_flush_at_exit_reaches_an_s3_bucket(tmp_path: Path, moto) -> N
         "c.executemany('INSERT INTO big VALUES (?)', [(os.urandom(1 << 20),) for _ in range(12)]); c.commit(); "
         "g().kv.set('written', 'before exit')"
     )
-    result = manage(tmp_path, "shell", "-c", script, **s3_env)
+    result = manage(tmp_path, "shell", "-c", script, **env)
     assert "uploaded" in result.stderr, result.stderr
     with BucketSQLite(cfg, read_only_reason="check") as reader:
         assert reader.kv.get("written") == "before exit"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import sqlite3
 import tempfile
@@ -58,6 +59,11 @@ logger = logging.getLogger("buckethead_django.engine")
 
 T = TypeVar("T")
 
+STOPPING = (
+    "BucketHead is stopping in this process and has taken its final snapshot, so this write was refused: "
+    "it could not be saved. Retry it once the server is back."
+)
+
 FlushStartCallback = Callable[[], None]
 FlushCompleteCallback = Callable[[float, int], None]
 FlushErrorCallback = Callable[[BaseException], None]
@@ -72,7 +78,8 @@ class FlushResult:
     reason: str
     duration_seconds: float = 0.0
     bytes: int = 0
-    etag: str | None = None
+    #: The generation the flush committed.
+    generation: str | None = None
     at: float = 0.0
 
 
@@ -125,6 +132,7 @@ class BucketSQLite:
         self.lease: WriterLease | None = None
         self._lease_etag = ""
         self._lease_retry_at = 0.0
+        self._lease_failures = 0
         self._current: Current | None = None
         self._generations: list[GenerationObjects] = []
         self._failures = 0
@@ -138,6 +146,8 @@ class BucketSQLite:
         self._uri = ""
         self._state_lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        #: Guards the private watcher connection alone, so `dirty` never waits for an upload.
+        self._watch_lock = threading.Lock()
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
@@ -222,9 +232,10 @@ class BucketSQLite:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise BucketUnavailable(
-                        f"could not reach {self.store.describe()} for {self.startup_timeout:g}s at startup: {exc}. "
+                        f"could not reach {self.store.describe()} for {self.startup_timeout:g}s at startup "
+                        f"({str(exc).rstrip('.')}). "
                         "Nothing was started, so nothing in the bucket can be overwritten by an empty database. "
-                        "Check the endpoint, credentials and network, or allow a longer wait (STARTUP_TIMEOUT)."
+                        "If the bucket is only slow to come up, allow a longer wait (STARTUP_TIMEOUT)."
                     ) from exc
                 delay = min(remaining, _backoff(attempt, cap=5.0))
                 logger.warning(
@@ -239,7 +250,10 @@ class BucketSQLite:
             self.lease, self._lease_etag = lease.acquire(
                 self.store, key, self.lease_seconds, wait_seconds=self.lease_wait
             )
-        current = generations.read_current(self.store, key)
+        try:
+            current = generations.read_current(self.store, key)
+        except SnapshotCorrupt as damage:
+            raise CurrentSnapshotCorrupt(damage, self._newest_verifying(None)) from None
         listing = generations.list_generation_objects(self.store, key) if current is None else None
         if current is None and listing and any(g.has_record for g in listing):
             damage = SnapshotCorrupt(generations.current_key(key), "it is missing, but the bucket holds generations")
@@ -288,8 +302,11 @@ class BucketSQLite:
     def stop(self) -> None:
         """Stop the flush loop, make a final flush, release the lease and close the database.
 
-        If the final flush fails the error is raised and the database stays
-        open, so nothing is lost and `stop()` can be called again. A fenced
+        Writes through `kv` and `files` are refused from the moment the final
+        flush begins, so no write is acknowledged that it misses; connections
+        from `connect()` are the caller's to close first. If the final flush
+        fails the error is raised and the database stays open (for reads),
+        so nothing is lost and `stop()` can be called again. A fenced
         writer cannot flush: it saves its database to a local file instead
         and says where.
         """
@@ -301,6 +318,9 @@ class BucketSQLite:
         if thread is not None:
             thread.join()
         if not self.read_only:
+            # From here on a write could be acknowledged after the final snapshot was taken, and so be lost.
+            for interface in (self.kv, self.files):
+                interface.refuse_writes(STOPPING)
             if self.fenced is None:
                 self.force_flush()
                 self._release_lease()
@@ -312,16 +332,24 @@ class BucketSQLite:
             self._kv = self._files = None
 
     def _save_fenced_copy(self) -> None:
-        """Keep what a fenced writer holds in a local file, as it can no longer go to the bucket."""
-        path = Path(tempfile.gettempdir()) / f"buckethead-fenced-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.db"
-        with self._flush_lock:
-            path.write_bytes(snapshot.capture(self._require(self._watcher)).data)
+        path = self.save_local_copy("fenced")
         logger.error(
             "BucketSQLite was fenced off %s and did not flush at stop; its database is saved in %s. "
             "Compare it with the bucket and restore it (`buckethead restore --file`) if it holds what you need.",
             self.store.describe(),
             path,
         )
+
+    def save_local_copy(self, reason: str) -> Path:
+        """Write the database to a new file in the temp directory and return its path.
+
+        The last resort when the bucket cannot take the data (fenced off, or
+        unreachable at shutdown): a valid SQLite file an operator can restore.
+        """
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path = Path(tempfile.gettempdir()) / f"buckethead-{reason}-{stamp}-{os.getpid()}.db"
+        path.write_bytes(self._capture().data)
+        return path
 
     @property
     def read_only(self) -> bool:
@@ -388,11 +416,10 @@ class BucketSQLite:
     @property
     def dirty(self) -> bool:
         """True if something was committed since the last snapshot. Costs one pragma."""
-        with self._flush_lock:
-            try:
-                return self._data_version() != self._flushed_version
-            except sqlite3.OperationalError as exc:
-                raise self._explain_lock(exc) from exc
+        try:
+            return self._data_version() != self._flushed_version
+        except sqlite3.OperationalError as exc:
+            raise self._explain_lock(exc) from exc
 
     def flush(self) -> FlushResult:
         """Snapshot now unless one was attempted less than ``min_interval_seconds`` ago or nothing changed."""
@@ -430,7 +457,7 @@ class BucketSQLite:
             started = time.perf_counter()
             doomed = self._require(self._files).pending_deletions()  # their row deletions precede the capture
             try:
-                image = snapshot.capture(self._require(self._watcher))
+                image = self._capture()
                 record = self._commit_generation(image.data, progress)
             except PreconditionFailed as exc:
                 self._fence(exc)
@@ -445,7 +472,7 @@ class BucketSQLite:
                 reason="changed",
                 duration_seconds=duration,
                 bytes=len(image.data),
-                etag=record.name,
+                generation=record.name,
                 at=time.time(),
             )
             result = self.last_upload = self.last_flush
@@ -562,7 +589,12 @@ class BucketSQLite:
         return exc
 
     def _data_version(self) -> int:
-        return int(self._require(self._watcher).execute("PRAGMA data_version").fetchone()[0])
+        with self._watch_lock:
+            return int(self._require(self._watcher).execute("PRAGMA data_version").fetchone()[0])
+
+    def _capture(self) -> snapshot.Capture:
+        with self._watch_lock:
+            return snapshot.capture(self._require(self._watcher))
 
     def _flush_loop(self) -> None:
         """Flush every ``interval_seconds``, retry failures with backoff, renew the lease at half its life."""
@@ -587,12 +619,14 @@ class BucketSQLite:
                     self.flush()
             except WriterFenced:
                 continue
-            except Exception:
-                logger.exception(
-                    "BucketSQLite could not flush to %s; retrying in %.1fs",
-                    self.store.describe(),
-                    max(0.0, (self._retry_at or next_flush) - time.monotonic()),
-                )
+            except Exception as exc:
+                retry_in = max(0.0, (self._retry_at or next_flush) - time.monotonic())
+                if self._failures > 1:  # the first failure of a streak was logged in full
+                    logger.warning("BucketSQLite still cannot flush (%s); retrying in %.1fs", exc, retry_in)
+                else:
+                    logger.exception(
+                        "BucketSQLite could not flush to %s; retrying in %.1fs", self.store.describe(), retry_in
+                    )
 
     # -- the writer lease --------------------------------------------------------------
 
@@ -611,6 +645,7 @@ class BucketSQLite:
         current = self._require(self.lease)
         try:
             self.lease, self._lease_etag = lease.renew(self.store, self.config.key, current, self._lease_etag)
+            self._lease_failures = 0
         except PreconditionFailed as exc:
             holder, etag = lease.read_versioned(self.store, self.config.key)
             if holder is not None and current.same_holder(holder) and etag is not None:
@@ -619,7 +654,8 @@ class BucketSQLite:
             with self._flush_lock, contextlib.suppress(WriterFenced):
                 self._fence(exc)
         except ObjectStoreError:
-            self._lease_retry_at = time.monotonic() + _backoff(1, cap=self.lease_seconds / 8)
+            self._lease_failures += 1
+            self._lease_retry_at = time.monotonic() + _backoff(self._lease_failures, cap=self.lease_seconds / 8)
             raise
 
     def _release_lease(self) -> None:
@@ -648,8 +684,7 @@ class BucketSQLite:
         try:
             if current is None:
                 # Nothing was flushed by this version yet (an empty or adopted database): label the image itself.
-                with self._flush_lock:
-                    image = snapshot.capture(self._require(self._watcher))
+                image = self._capture()
                 record = generations.write(
                     self.store, self.config.key, label, LABELLED, image.data,
                     seq=0, writer=self.writer_id, signing_key=self.signing_key,
@@ -698,14 +733,25 @@ class BucketSQLite:
         self.lease, self._lease_etag = lease.acquire(self.store, self.config.key, self.lease_seconds)
         try:
             with self._verified(source, progress) as path:
-                current = generations.read_current(self.store, self.config.key)
-                if current is None:
-                    current = generations.commit(self.store, self.config.key, None, self.writer_id, etag=None)
-                self._current = current
+                self._current = self._current_for_recovery()
                 self._generations = generations.list_generation_objects(self.store, self.config.key)
                 return self._commit_generation(path)
         finally:
             self._release_lease()
+
+    def _current_for_recovery(self) -> Current:
+        """The current record to replace: claimed if there is none, its bare version if it cannot be read."""
+        key = self.config.key
+        try:
+            current = generations.read_current(self.store, key)
+        except SnapshotCorrupt:
+            info = self.store.head(generations.current_key(key))
+            if info is None:
+                return self._current_for_recovery()
+            return Current(record=None, writer="", updated_at=0.0, etag=info.etag)
+        if current is None:
+            current = generations.commit(self.store, key, None, self.writer_id, etag=None)
+        return current
 
     @contextlib.contextmanager
     def _verified(self, source: str | Path, progress: Progress | None) -> Iterator[Path]:
@@ -720,7 +766,7 @@ class BucketSQLite:
 
     def stats(self) -> dict[str, int]:
         """Database size in bytes, and the numbers of KV entries and stored files."""
-        with self._flush_lock:
+        with self._watch_lock:
             watcher = self._require(self._watcher)
             page_count = int(watcher.execute("PRAGMA page_count").fetchone()[0])
             page_size = int(watcher.execute("PRAGMA page_size").fetchone()[0])

@@ -106,8 +106,8 @@ def validate_label(label: str) -> str:
 
 
 def timestamped_label(prefix: str) -> str:
-    """``<prefix>-<UTC time>``, e.g. ``pre-restore-20261127T230437Z``: a label that sorts by time."""
-    return validate_label(f"{prefix}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    """``<prefix>-<UTC time>-<random>``, e.g. ``pre-restore-20261127T230437Z-1a2b``: unique, and sorts by time."""
+    return validate_label(f"{prefix}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:4]}")
 
 
 def base_of(key: str, kind: str) -> str:
@@ -389,8 +389,8 @@ def list_records(store: ObjectStore, key: str, kind: str) -> list[SnapshotRecord
 
 def list_snapshots(store: ObjectStore, key: str) -> list[SnapshotEntry]:
     """Every restorable snapshot: generations newest first, then labels, then a 0.4.x snapshot if there is one."""
-    current = read_current(store, key)
-    current_name = current.record.name if current and current.record else None
+    committed = _readable_current(store, key)
+    current_name = committed.name if committed is not None else None
     records = [
         *list_records(store, key, GENERATION),
         *list_records(store, key, LABELLED),
@@ -401,7 +401,12 @@ def list_snapshots(store: ObjectStore, key: str) -> list[SnapshotEntry]:
 
 def find_snapshot(store: ObjectStore, key: str, name: str) -> SnapshotEntry:
     """The snapshot called ``name``: ``latest``, ``previous``, a generation, a label or ``legacy``; KeyError if none."""
-    current = read_current(store, key)
+    try:
+        current = read_current(store, key)
+    except SnapshotCorrupt:
+        if name in (LATEST, PREVIOUS):
+            raise KeyError(name) from None  # there is no telling which generation is current
+        current = None
     committed = current.record if current is not None else None
     if name in (LATEST, PREVIOUS) and committed is None:
         name = LEGACY_LATEST if name == LATEST else LEGACY_PREVIOUS
@@ -426,6 +431,15 @@ def find_snapshot(store: ObjectStore, key: str, name: str) -> SnapshotEntry:
         except (ValueError, ObjectNotFound):
             raise KeyError(name) from None
     return _entry(record, committed is not None and record.kind == GENERATION and record.name == committed.name)
+
+
+def _readable_current(store: ObjectStore, key: str) -> SnapshotRecord | None:
+    """The committed generation's record, or None when there is none or ``K.current`` cannot be read."""
+    try:
+        current = read_current(store, key)
+    except SnapshotCorrupt:
+        return None
+    return current.record if current is not None else None
 
 
 def newest_verifying(

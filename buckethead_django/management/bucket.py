@@ -30,7 +30,15 @@ from django.core.management.base import CommandError
 
 from .. import runtime
 from ..conf import get_settings
-from ..engine import BucketConfig, BucketSQLite, ObjectStore, WriterLease, open_object_store, read_lease
+from ..engine import (
+    BucketConfig,
+    BucketSQLite,
+    ObjectStore,
+    SnapshotConfig,
+    WriterLease,
+    open_object_store,
+    read_lease,
+)
 from ..roles import Role
 from . import display
 
@@ -77,7 +85,7 @@ class Bucket:
     def is_own(self, lease: WriterLease) -> bool:
         """True if ``lease`` is the one this process's own engine holds."""
         mine = self.own.lease if self.own is not None else None
-        return mine is not None and (mine.holder, mine.started_at) == (lease.holder, lease.started_at)
+        return mine is not None and mine.same_holder(lease)
 
     def live_writer(self) -> WriterLease | None:
         """The lease of a live writer other than this process's own engine, if one holds the bucket."""
@@ -112,7 +120,27 @@ class Bucket:
 
     def _start_writer(self) -> BucketSQLite:
         """A short-lived writer with the project's settings; no flush loop, its `stop()` flushes."""
-        return get_settings().engine(store=self.store, background_flush=False).start()
+        return self.stopped_writer().start()
+
+    def stopped_writer(self) -> BucketSQLite:
+        """A writer engine with the project's settings, not started (`BucketSQLite.recover` needs one).
+
+        It does not wait for the lease: the command has refused already if
+        a live writer held it, so one that appears meanwhile is a conflict
+        to report at once.
+        """
+        return get_settings().engine(store=self.store, background_flush=False, lease_wait=0.0)
+
+    def snapshot_config(self) -> SnapshotConfig:
+        """When snapshots are written and how many are kept: the writer's own, else the settings'."""
+        return self.own.snapshot_config if self.own is not None else get_settings().snapshot_config()
+
+    def signing_keys(self) -> tuple[bytes | None, tuple[bytes, ...]]:
+        """The key this process signs snapshots with (None: signing is off), and every key they verify with."""
+        if self.own is not None:
+            return self.own.signing_key, self.own.verify_keys
+        keys = get_settings().signing_keys()
+        return (keys[0] if keys else None), tuple(keys)
 
     # -- reading -----------------------------------------------------------------------
 

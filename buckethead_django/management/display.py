@@ -51,6 +51,15 @@ def relative(moment: dt.datetime | float, now: dt.datetime | None = None) -> str
     return f"{amount} ago" if seconds >= 0 else f"in {amount}"
 
 
+def duration(seconds: float) -> str:
+    """``90 seconds``, ``2 hours``, ``1 day, 12 hours``: a length of time, for settings given in seconds."""
+    if seconds < 60:
+        n = round(seconds)
+        return f"{n} second{'' if n == 1 else 's'}"
+    now = dt.datetime.now(dt.UTC)
+    return timesince(now - dt.timedelta(seconds=seconds), now, depth=2).replace(_NBSP, " ")
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """Left-aligned columns under ``headers``; the last column is not padded."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]

@@ -58,10 +58,11 @@ USE_TZ = True
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# BucketHead: every key can also come from a BUCKETHEAD_<KEY> environment variable.
+# BucketHead: every key can come from a BUCKETHEAD_<KEY> environment variable; a key set in this dict wins
+# over the environment, so the demo's flush timing reads the environment first.
 BUCKETHEAD = {
-    "FLUSH_INTERVAL": 10,
-    "MIN_FLUSH_INTERVAL": 1,
+    "FLUSH_INTERVAL": float(os.environ.get("BUCKETHEAD_FLUSH_INTERVAL", "10")),
+    "MIN_FLUSH_INTERVAL": float(os.environ.get("BUCKETHEAD_MIN_FLUSH_INTERVAL", "1")),
 }
 
 CACHES = {"default": {"BACKEND": "buckethead_django.cache.BucketHeadCache", "LOCATION": "default"}}

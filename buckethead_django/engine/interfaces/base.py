@@ -70,17 +70,22 @@ class Interface(ABC):
         if self.read_only_reason is not None:
             raise ReadOnlyError(self.read_only_reason)
 
+    def refuse_writes(self, reason: str) -> None:
+        """Make every later write raise `ReadOnlyError`; returns once writes already running have finished."""
+        with self._lock:
+            self.read_only_reason = reason
+
     def _change(self, sql: str, params: Sequence[object] = ()) -> int:
         """Run one data-changing statement; returns the number of rows it changed."""
-        self._check_writable()
         with self._lock:
+            self._check_writable()  # under the lock: `refuse_writes` then waits for writes already running
             return self._conn.execute(sql, params).rowcount
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction on this interface's connection, committed or rolled back whole."""
-        self._check_writable()
         with self._lock:
+            self._check_writable()
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn

@@ -16,8 +16,8 @@ import datetime as dt
 import json
 import os
 import re
+import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -27,10 +27,25 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 
 from ... import runtime
-from ...engine import BucketHeadError, BucketSQLite, FileInfo, FileStore, SnapshotCorrupt, SnapshotEntry, WriterLease
-from ...engine import snapshot as snapshots
+from ...engine import (
+    BucketHeadError,
+    BucketSQLite,
+    CurrentSnapshotCorrupt,
+    FileInfo,
+    FileStore,
+    PreconditionFailed,
+    SnapshotConfig,
+    SnapshotCorrupt,
+    SnapshotEntry,
+    WriterConflict,
+    WriterLease,
+)
+from ...engine import generations as snapshots
+from ...engine.record import LABELLED, LEGACY
+from ...engine.snapshot import validate
+from ...health import DEGRADED, EngineHealth, engine_health
 from .. import display
-from ..bucket import Bucket, as_of, holder, refuse
+from ..bucket import WRITER_RUNNING, Bucket, as_of, holder, refuse
 from ..progress import ProgressBar
 
 Options = dict[str, Any]
@@ -44,6 +59,15 @@ _RESTORE_INSTEAD = (
     "Restore), which runs inside the writer."
 )
 _CHANGE_INSTEAD = "Make the change through the running site, or stop the server and run this command again."
+
+
+@dataclasses.dataclass(frozen=True)
+class Damage:
+    """The current snapshot a restore had to replace without loading it: its generation, the object at fault, why."""
+
+    name: str | None
+    key: str
+    reason: str
 
 
 class TerseParser(CommandParser):
@@ -77,7 +101,8 @@ class Command(BaseCommand):
             commands,
             parser,
             "status",
-            "Where the state lives, the latest snapshot, the live writer and this process's role.",
+            "Where the state lives, the current snapshot and retention, the live writer, and this process's role "
+            "and health.",
             self.status,
         )
         snapshot = _add(
@@ -89,7 +114,13 @@ class Command(BaseCommand):
             self.snapshot,
         )
         snapshot.add_argument("--label", metavar="NAME", help="Keep the snapshot under this name.")
-        _add(commands, parser, "history", "Every restorable snapshot: latest, previous and labelled.", self.history)
+        _add(
+            commands,
+            parser,
+            "history",
+            "Every restorable snapshot: the generations, newest first (the current one marked), then labelled ones.",
+            self.history,
+        )
         restore = _add(
             commands,
             parser,
@@ -98,7 +129,9 @@ class Command(BaseCommand):
             "replaces is kept as a labelled snapshot. Refused while a server is the writer.",
             self.restore,
         )
-        restore.add_argument("snapshot", nargs="?", metavar="SNAPSHOT", help="A name shown by `history`.")
+        restore.add_argument(
+            "snapshot", nargs="?", metavar="SNAPSHOT", help="A name shown by `history`, or latest or previous."
+        )
         restore.add_argument("--file", type=Path, metavar="PATH", help="Restore this local SQLite file instead.")
         restore.add_argument(
             "--to-file",
@@ -149,11 +182,15 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             options["handler"](options)
-        except SnapshotCorrupt as exc:  # the latest snapshot is damaged: no engine can load it
+        except CurrentSnapshotCorrupt as exc:  # no engine can load the current snapshot; the message says what to do
+            raise CommandError(str(exc)) from exc
+        except SnapshotCorrupt as exc:
             raise CommandError(
                 f"{exc} To restore a good snapshot with this command: `manage.py buckethead history`, then "
                 "`manage.py buckethead restore NAME`."
             ) from exc
+        except WriterConflict as exc:  # a writer took the lease between the command's check and its start
+            raise CommandError(str(exc), returncode=WRITER_RUNNING) from exc
         except BucketHeadError as exc:
             raise CommandError(str(exc)) from exc
         except OSError as exc:  # a local file or directory that cannot be read or written
@@ -162,13 +199,16 @@ class Command(BaseCommand):
     # -- status and history ----------------------------------------------------------------
 
     def status(self, options: Options) -> None:
-        """Configuration without secrets, the latest snapshot, the writer lease and this process's role."""
+        """Configuration without secrets, the current snapshot and retention, the writer lease, this process."""
         bucket = Bucket.open()
         config = bucket.config
-        latest = bucket.store.head(config.key)
+        latest, unreadable = _latest(bucket)
+        kept = sum(1 for g in snapshots.list_generation_objects(bucket.store, config.key) if g.has_record)
+        retention = bucket.snapshot_config()
         lease = bucket.lease()
         decision = runtime.decision()
         stats = bucket.own.stats() if bucket.own is not None else None
+        health = engine_health(bucket.own) if bucket.own is not None else None
         data = {
             "backend": "local" if config.is_local else "s3",
             "location": bucket.describe(),
@@ -178,16 +218,16 @@ class Command(BaseCommand):
             "region": config.region,
             "snapshot_key": config.key,
             "files_prefix": config.files_prefix,
-            "latest_snapshot": None
-            if latest is None
-            else {
-                "key": latest.key,
-                "size": latest.size,
-                "last_modified": latest.last_modified,
-                "etag": latest.etag,
-                "sha256": latest.metadata.get("sha256"),
+            "latest_snapshot": None if latest is None else _entry_data(latest),
+            "latest_snapshot_error": unreadable,
+            "generations": {
+                "count": kept,
+                "keep_snapshots": retention.keep_snapshots,
+                "keep_snapshots_max_age": retention.keep_max_age_seconds,
+                "keep_previous": retention.keep_previous,
             },
             "writer": None if lease is None else _lease_data(lease, this_process=bucket.is_own(lease)),
+            "health": None if health is None else health.as_json(),
             "process": {
                 "pid": os.getpid(),
                 "role": str(runtime.role()),
@@ -201,16 +241,12 @@ class Command(BaseCommand):
             ("Bucket", bucket.describe() + (f" (region {config.region})" if config.region else "")),
             ("Snapshot key", config.key),
             ("Files prefix", config.files_prefix),
+            *_latest_lines(latest, unreadable),
+            ("Generations", _retention_line(kept, retention)),
+            ("Writer", _writer_line(bucket, lease)),
         ]
-        if latest is None:
-            lines.append(("Latest snapshot", "none yet: nothing has been flushed to this bucket"))
-        else:
-            checksum = latest.metadata.get("sha256")
-            lines += [
-                ("Latest snapshot", f"{display.size(latest.size)}, written {display.when(latest.last_modified)}"),
-                ("", (f"sha256 {checksum}, " if checksum else "") + f"etag {latest.etag}"),
-            ]
-        lines.append(("Writer", _writer_line(bucket, lease)))
+        if health is not None:
+            lines.append(("Health", _health_line(health)))
         role = str(runtime.role()) + (f" ({decision.reason})" if decision else "")
         lines.append(("This process", f"pid {os.getpid()}, {role}"))
         if stats is not None:
@@ -224,15 +260,30 @@ class Command(BaseCommand):
         self._emit(options, data, (f"{label:<17}{value}".rstrip() for label, value in lines))
 
     def history(self, options: Options) -> None:
-        """Every restorable snapshot, latest first, then previous, then labelled ones newest first."""
+        """Every restorable snapshot: generations newest first (the current one marked), labels, a 0.4.x one."""
         bucket = Bucket.open()
         entries = snapshots.list_snapshots(bucket.store, bucket.config.key)
         if not entries:
             lines = [f"No snapshots yet in {bucket.describe()}."]
         else:
-            rows = [(e.name, e.kind, display.size(e.size), display.when(e.last_modified), e.etag) for e in entries]
-            lines = display.table(("NAME", "KIND", "SIZE", "WRITTEN", "ETAG"), rows)
-        self._emit(options, [dataclasses.asdict(e) for e in entries], lines)
+            rows = [
+                (
+                    e.name,
+                    "current" if e.current else e.kind,
+                    display.size(e.size),
+                    display.when(e.last_modified),
+                    e.sha256[:12] or "-",
+                    "signed" if e.signed else "unsigned",
+                )
+                for e in entries
+            ]
+            lines = display.table(("NAME", "KIND", "SIZE", "WRITTEN", "SHA256", "SIGNATURE"), rows)
+            self._note(
+                options,
+                "`latest` names the current generation and `previous` the one before it; restore any of these "
+                "with `manage.py buckethead restore NAME`.",
+            )
+        self._emit(options, [_entry_data(e) for e in entries], lines)
 
     # -- snapshot --------------------------------------------------------------------------
 
@@ -257,22 +308,22 @@ class Command(BaseCommand):
             lease = bucket.live_writer()
             try:
                 source = snapshots.find_snapshot(bucket.store, bucket.config.key, snapshots.LATEST)
-                entry = snapshots.copy_to_label(bucket.store, bucket.config.key, label or _default_label())
             except KeyError:
                 raise CommandError(
                     f"there is no snapshot in {bucket.describe()} yet, so there is nothing to copy; "
                     "the writer's first flush makes one"
                 ) from None
+            entry = _copy_to_label(bucket, source, label or _default_label())
             if lease is not None:
                 why = (
                     f"A live writer holds the bucket ({lease.holder}), and this process must not overwrite its "
-                    f"data: the copy is of the latest durable snapshot, written "
+                    f"data: the copy is of the latest durable snapshot, {source.name}, written "
                     f"{display.relative(source.last_modified)}. Changes the writer has not flushed since then are "
                     "not in it."
                 )
             else:
                 why = (
-                    f"No writer is running, so the latest durable snapshot, written "
+                    f"No writer is running, so the latest durable snapshot, {source.name}, written "
                     f"{display.relative(source.last_modified)}, is the current state."
                 )
             lines = [why, f"Kept it as {_entry_line(entry)}."]
@@ -315,10 +366,8 @@ class Command(BaseCommand):
             source, total = file, 0
         else:
             entry = self._find_snapshot(bucket, name or "")
-            described = (
-                f"snapshot {entry.name!r} ({display.size(entry.size)}, written {display.when(entry.last_modified)})"
-            )
-            source, total = entry.name, entry.size
+            described = _describe(name or "", entry)
+            source, total = entry.name, entry.size  # the name resolved now: `previous` must not move meanwhile
         refusal = refuse(f"restore {described}", _RESTORE_INSTEAD)
         bucket.refuse_if_writer_running(refusal)  # before asking: the answer would not matter
         if not options["yes"]:
@@ -327,58 +376,90 @@ class Command(BaseCommand):
                 f"Restore {described} as the live state of {bucket.describe()}?\n"
                 "The state it replaces is kept first as a labelled snapshot, so this can be undone.",
             )
-        damaged = False
+        damaged: Damage | None = None
+        kept: SnapshotEntry | None = None
         with ProgressBar(self.stderr, f"Downloading {source}", total) as bar:
             try:
                 with bucket.writer(refusal) as engine:
                     kept = engine.restore(source, progress=bar)
-                after = (
-                    f"The state it replaced is kept as snapshot {kept.name!r}; to undo: "
-                    f"manage.py buckethead restore {kept.name}"
-                )
+            except CurrentSnapshotCorrupt as damage:
+                # No engine can start over the damaged current snapshot, so none can keep it first either.
+                damaged = self._recover(bucket, source, described, damage, progress=bar)
             except SnapshotCorrupt as exc:
-                if exc.key != bucket.config.key or source == snapshots.LATEST:
-                    raise CommandError(
-                        f"{described} is not a valid SQLite database ({exc.reason}). Nothing was changed."
-                    ) from None
-                kept, damaged = _replace_damaged_latest(bucket, source, progress=bar), True
-                after = (
-                    f"The latest snapshot could not be loaded ({exc.reason}); it is kept as snapshot "
-                    f"{kept.name!r} for inspection (restore {kept.name} --to-file PATH)."
-                )
-        lines = [self.style.SUCCESS(f"Restored {described} as the live state of {bucket.describe()}."), after]
+                raise CommandError(
+                    f"{described} cannot be restored: it failed verification ({exc.reason}). Nothing was changed."
+                ) from None
+        current = snapshots.find_snapshot(bucket.store, bucket.config.key, snapshots.LATEST)
+        if kept is not None:
+            after = (
+                f"The state it replaced is kept as snapshot {kept.name!r}; to undo: "
+                f"manage.py buckethead restore {kept.name}"
+            )
+        else:
+            gone = damaged or Damage(None, "", "")
+            after = (
+                f"The current snapshot{_named(gone.name)} could not be loaded ({gone.reason}), so it could not be "
+                "kept first; it stays in the bucket until retention prunes it."
+            )
+        lines = [
+            self.style.SUCCESS(f"Restored {described} as the live state of {bucket.describe()}."),
+            after,
+            f"The current generation is now {current.name}: the next writer starts from it.",
+        ]
         data = {
             "restored": str(source),
             "from": "file" if file is not None else "snapshot",
             "kept": kept,
-            "latest_was_damaged": damaged,
+            "current": current,
+            "latest_was_damaged": damaged is not None,
+            "damaged": None if damaged is None else dataclasses.asdict(damaged),
         }
         self._emit(options, _json_entries(data), lines)
 
+    def _recover(
+        self,
+        bucket: Bucket,
+        source: str | Path,
+        described: str,
+        damage: CurrentSnapshotCorrupt,
+        *,
+        progress: ProgressBar,
+    ) -> Damage:
+        """Make ``source`` the current generation of a bucket whose current snapshot fails verification."""
+        try:
+            current = snapshots.read_current(bucket.store, bucket.config.key)
+        except SnapshotCorrupt:
+            current = None
+        name = current.record.name if current is not None and current.record is not None else None
+        try:
+            bucket.stopped_writer().recover(source, progress=progress)
+        except SnapshotCorrupt as exc:
+            raise CommandError(
+                f"{described} cannot be restored either: it failed verification ({exc.reason}). Nothing was changed."
+            ) from None
+        return Damage(name, damage.key, damage.reason)
+
     def _download(self, options: Options, name: str, dest: Path) -> None:
-        """Download a snapshot to a new local file; it is validated there and removed if it is not valid."""
+        """Download a snapshot to a new local file; it is verified there and removed if it does not verify."""
         if dest.exists():
             raise CommandError(f"{dest} already exists; choose another path or remove it first. Nothing was written.")
         bucket = Bucket.open()
         entry = self._find_snapshot(bucket, name)
-        if name == snapshots.LATEST and (lease := bucket.live_writer()) is not None:
+        if entry.current and (lease := bucket.live_writer()) is not None:
             self._note(
                 options,
                 f"A live writer holds the bucket ({lease.holder}): its changes since then are not in this file.",
             )
+        _, keys = bucket.signing_keys()
         with ProgressBar(self.stderr, f"Downloading {name}", entry.size) as bar:
             try:
-                snapshots.download(bucket.store, entry.key, dest, progress=bar)
+                snapshots.fetch(bucket.store, entry.record, dest, keys=keys, progress=bar)
             except SnapshotCorrupt as exc:
                 raise CommandError(
-                    f"snapshot {name!r} is not a valid SQLite database ({exc.reason}); nothing was written to {dest}"
+                    f"snapshot {name!r} failed verification ({exc.reason}); nothing was written to {dest}"
                 ) from None
-        lines = [
-            f"Downloaded snapshot {name!r} ({display.size(entry.size)}, written "
-            f"{display.when(entry.last_modified)}) to {dest}.",
-            f"Inspect it with: sqlite3 {dest}",
-        ]
-        self._emit(options, {"snapshot": dataclasses.asdict(entry), "path": str(dest)}, lines)
+        lines = [f"Downloaded {_describe(name, entry)} to {dest}.", f"Inspect it with: sqlite3 {dest}"]
+        self._emit(options, {"snapshot": _entry_data(entry), "path": str(dest)}, lines)
 
     def _find_snapshot(self, bucket: Bucket, name: str) -> SnapshotEntry:
         try:
@@ -656,7 +737,7 @@ def _non_negative_float(text: str) -> float:
 def _check_sqlite_file(path: Path) -> str:
     """Describe ``path`` if it is a whole SQLite database that passes integrity_check, else refuse."""
     try:
-        snapshots.validate(path, str(path))
+        validate(path, str(path))
         size = path.stat().st_size
     except SnapshotCorrupt as exc:
         raise CommandError(f"{path} is not a valid SQLite database ({exc.reason}). Nothing was changed.") from None
@@ -665,21 +746,86 @@ def _check_sqlite_file(path: Path) -> str:
     return f"the file {path} ({display.size(size)})"
 
 
-def _replace_damaged_latest(bucket: Bucket, source: str | Path, *, progress: ProgressBar) -> SnapshotEntry:
-    """Restore over a latest snapshot that no engine can load (see `snapshot.replace_latest`)."""
-    store, key = bucket.store, bucket.config.key
-    with tempfile.TemporaryDirectory(prefix="buckethead-restore-") as tmp:
-        if isinstance(source, Path):
-            path = source
-        else:
-            path = Path(tmp) / "snapshot.db"
-            try:
-                snapshots.download(store, snapshots.find_snapshot(store, key, source).key, path, progress=progress)
-            except SnapshotCorrupt as exc:
-                raise CommandError(
-                    f"snapshot {source!r} is not a valid SQLite database either ({exc.reason}). Nothing was changed."
-                ) from None
-        return snapshots.replace_latest(store, key, path)
+def _copy_to_label(bucket: Bucket, source: SnapshotEntry, label: str) -> SnapshotEntry:
+    """Keep ``source`` under ``label`` by server-side copies, signed by this process; the live data is untouched.
+
+    The source's signature is checked first, so a copy never vouches for a
+    snapshot this project did not write; its content is checked whenever
+    the copy is loaded, against the digests the copy's record carries.
+    """
+    signing_key, keys = bucket.signing_keys()
+    if source.kind != LEGACY:
+        source.record.verify_signature(keys)
+    try:
+        record = snapshots.copy(
+            bucket.store,
+            bucket.config.key,
+            source.record,
+            label,
+            LABELLED,
+            seq=source.record.seq,
+            writer=f"{socket.gethostname()}:{os.getpid()} (manage.py buckethead snapshot)",
+            signing_key=signing_key,
+        )
+    except (FileExistsError, PreconditionFailed):
+        raise CommandError(f"a snapshot labelled {label!r} already exists; choose another label") from None
+    return snapshots.find_snapshot(bucket.store, bucket.config.key, record.name)
+
+
+def _latest(bucket: Bucket) -> tuple[SnapshotEntry | None, str | None]:
+    """The snapshot a writer would start from (None: none yet), or why the bucket's current record is unreadable."""
+    try:
+        return snapshots.find_snapshot(bucket.store, bucket.config.key, snapshots.LATEST), None
+    except KeyError:
+        return None, None
+    except SnapshotCorrupt as exc:
+        return None, str(exc)
+
+
+def _latest_lines(latest: SnapshotEntry | None, unreadable: str | None) -> list[tuple[str, str]]:
+    if unreadable is not None:
+        return [("Latest snapshot", f"cannot be read: {unreadable}")]
+    if latest is None:
+        return [("Latest snapshot", "none yet: nothing has been flushed to this bucket")]
+    if latest.kind == LEGACY:
+        what = f"{latest.name}: a buckethead 0.4.x snapshot, which the next writer adopts"
+    else:
+        what = f"generation {latest.name}" + (" (current)" if latest.current else "")
+    proof = "signed" if latest.signed else "unsigned"
+    return [
+        ("Latest snapshot", f"{what}, {display.size(latest.size)}, written {display.when(latest.last_modified)}"),
+        ("", proof + (f", sha256 {latest.sha256}" if latest.sha256 else "")),
+    ]
+
+
+def _retention_line(kept: int, config: SnapshotConfig) -> str:
+    rule = f"retention keeps the newest {config.generations_kept}"
+    if config.keep_max_age_seconds is not None:
+        rule += f" and any younger than {display.duration(config.keep_max_age_seconds)}"
+    return f"{kept} in the bucket; {rule} (and every labelled snapshot)"
+
+
+def _health_line(health: EngineHealth) -> str:
+    if health.fenced is not None:
+        return f"FENCED: {health.fenced}"
+    if health.status == DEGRADED:
+        age = (
+            f"the bucket's copy is from {display.relative(health.last_good_at)}"
+            if health.last_good_at is not None
+            else "nothing has reached the bucket yet"
+        )
+        return f"degraded: the last flush failed ({health.last_error}); {age}"
+    return "ok"
+
+
+def _describe(name: str, entry: SnapshotEntry) -> str:
+    """``snapshot 'previous' (0000000041-..., 36.0 KB, written ...)``: what the operator named, and what it is."""
+    resolved = f"{entry.name}, " if entry.name != name else ""
+    return f"snapshot {name!r} ({resolved}{display.size(entry.size)}, written {display.when(entry.last_modified)})"
+
+
+def _named(name: str | None) -> str:
+    return f" ({name})" if name else ""
 
 
 def _find_file(files: FileStore, ref: str) -> FileInfo | None:
@@ -735,6 +881,21 @@ def _lease_data(lease: WriterLease, *, this_process: bool) -> dict[str, Any]:
     }
 
 
+def _entry_data(entry: SnapshotEntry) -> dict[str, Any]:
+    """A snapshot as ``--json`` shows it."""
+    return {
+        "name": entry.name,
+        "kind": entry.kind,
+        "current": entry.current,
+        "key": entry.key,
+        "size": entry.size,
+        "last_modified": entry.last_modified,
+        "signed": entry.signed,
+        "sha256": entry.sha256 or None,
+        "writer": entry.record.writer or None,
+    }
+
+
 def _json_entries(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` with its SnapshotEntry values as dicts, for json.dumps."""
-    return {k: dataclasses.asdict(v) if isinstance(v, SnapshotEntry) else v for k, v in data.items()}
+    return {k: _entry_data(v) if isinstance(v, SnapshotEntry) else v for k, v in data.items()}
