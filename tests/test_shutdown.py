@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from buckethead_django.engine import BucketConfig, WriterLease, open_object_store, read_lease
+
 from .conftest import s3_config
 from .moto_server import MotoServer
 from .servers import EXAMPLE, Server, example_env, manage, s3_env
@@ -385,4 +387,18 @@ def test_every_answered_write_survives_a_graceful_stop_under_load(
         problems.append(f"the counter answered {duplicates[:10]} more than once")
     if len(server.writer_pids()) != 1:
         problems.append(f"{len(server.writer_pids())} writer engines started in the serving process, not one")
+    if (lease := lease_left(env)) is not None:
+        problems.append(f"the writer lease was not released: {lease}")
     assert not problems, "; ".join(problems) + "\n" + report
+
+
+def lease_left(env: dict[str, str]) -> WriterLease | None:
+    """The writer lease in the bucket ``env`` names, if a writer left one behind."""
+    config = BucketConfig(
+        bucket=env["BUCKETHEAD_BUCKET"],
+        endpoint_url=env["BUCKETHEAD_ENDPOINT_URL"],
+        region=env["BUCKETHEAD_REGION"],
+        access_key_id=env["BUCKETHEAD_ACCESS_KEY_ID"],
+        secret_access_key=env["BUCKETHEAD_SECRET_ACCESS_KEY"],
+    )
+    return read_lease(open_object_store(config), config.key)
