@@ -33,9 +33,11 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from .errors import ObjectNotFound, SnapshotCorrupt
 from .objectstore import ObjectStore, Progress, iter_objects
+from .objectstore.base import Digest
 from .record import GENERATION, LABELLED, LEGACY, Chunk, SnapshotRecord
 from .snapshot import CONTENT_TYPE, validate
 
@@ -274,30 +276,46 @@ def fetch(
     try:
         with open(dest, "wb") as out:
             for chunk in record.chunks:
-                part = dest.with_name(f".{dest.name}.chunk")
+                sink = _DigestingWriter(out, whole)
                 try:
-                    store.get_to(chunk.key, part, progress=progress)
+                    store.get_to(chunk.key, cast(BinaryIO, sink), progress=progress)
                 except ObjectNotFound:
                     raise SnapshotCorrupt(chunk.key, "the object is missing") from None
-                size, digest = _file_digest(part)
-                if chunk.sha256 and (size, digest) != (chunk.size, chunk.sha256):
+                digest = sink.digest.hexdigest()
+                if chunk.sha256 and (sink.size, digest) != (chunk.size, chunk.sha256):
                     raise SnapshotCorrupt(
                         chunk.key,
-                        f"its content does not match its record: {size} bytes with SHA-256 {digest[:12]}…, "
+                        f"its content does not match its record: {sink.size} bytes with SHA-256 {digest[:12]}…, "
                         f"the record says {chunk.size} bytes with SHA-256 {chunk.sha256[:12]}…",
                     )
-                with open(part, "rb") as src:
-                    while block := src.read(1024 * 1024):
-                        whole.update(block)
-                        out.write(block)
-                part.unlink()
         if record.sha256 and whole.hexdigest() != record.sha256:
             raise SnapshotCorrupt(record.key or record.name, "the chunks together do not match its SHA-256")
         validate(dest, record.chunks[0].key if len(record.chunks) == 1 else record.key)
     except BaseException:
         dest.unlink(missing_ok=True)
-        dest.with_name(f".{dest.name}.chunk").unlink(missing_ok=True)
         raise
+
+
+class _DigestingWriter:
+    """Appends to ``out`` while hashing: each chunk is verified as it downloads, with no second read.
+
+    It is not seekable, so downloads write to it in order.
+    """
+
+    def __init__(self, out: BinaryIO, whole: Digest) -> None:
+        self._out = out
+        self._whole = whole
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self._whole.update(data)
+        self.size += len(data)
+        return self._out.write(data)
+
+    def seekable(self) -> bool:
+        return False
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import datetime as dt
 import io
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -210,12 +210,17 @@ class S3ObjectStore:
                         self.bucket, key, str(dest), Config=config, Callback=progress
                     )
                 )
-            else:
+            elif _seekable(dest):
                 self._transfer_with(
                     lambda config: self._client.download_fileobj(
                         self.bucket, key, dest, Config=config, Callback=progress
                     )
                 )
+            else:
+                # boto3's ordered download into a stream that cannot seek deadlocks past about ten parts
+                # (its in-memory window waits for the first part, which it reads only afterwards): one GET.
+                with closing(self._client.get_object(Bucket=self.bucket, Key=key)["Body"]) as body:
+                    copy_stream(body, dest, progress=progress)
         return info
 
     def open(self, key: str) -> BinaryIO:
