@@ -472,6 +472,21 @@ def test_restore_of_a_file_over_a_damaged_current_snapshot_says_what_happened(
     assert call("kv", "get", "k").out == "in the bucket\n"
 
 
+def test_an_unreadable_current_record_is_reported_and_restore_gets_out_of_it(reader: BucketConfig) -> None:
+    seed(reader, k="good")
+    good = current_record(open_object_store(reader), reader.key)
+    open_object_store(reader).put(f"{reader.key}.current", b"{ not json")
+
+    status = call("status").out
+    assert f"cannot be read: snapshot object '{reader.key}.current' failed verification" in status
+    assert good.name in [e["name"] for e in call_json("history")], "history still lists every generation"
+    refused = str(refusal("kv", "get", "k"))
+    assert f"`python manage.py buckethead restore {good.name}`" in refused, "the error names the way out"
+
+    call("restore", good.name, "--yes")
+    assert call("kv", "get", "k").out == "good\n"
+
+
 def test_restore_in_the_writer_replaces_its_live_database(writer: BucketSQLite, bucket_config: BucketConfig) -> None:
     writer.kv.set("k", "old")
     writer.force_flush()

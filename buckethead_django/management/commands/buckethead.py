@@ -775,11 +775,13 @@ def _copy_to_label(bucket: Bucket, source: SnapshotEntry, label: str) -> Snapsho
 def _latest(bucket: Bucket) -> tuple[SnapshotEntry | None, str | None]:
     """The snapshot a writer would start from (None: none yet), or why the bucket's current record is unreadable."""
     try:
+        snapshots.read_current(bucket.store, bucket.config.key)
+    except SnapshotCorrupt as exc:
+        return None, str(exc)
+    try:
         return snapshots.find_snapshot(bucket.store, bucket.config.key, snapshots.LATEST), None
     except KeyError:
         return None, None
-    except SnapshotCorrupt as exc:
-        return None, str(exc)
 
 
 def _latest_lines(latest: SnapshotEntry | None, unreadable: str | None) -> list[tuple[str, str]]:
