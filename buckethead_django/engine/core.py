@@ -275,7 +275,9 @@ class BucketSQLite:
         self._current = generations.commit(
             self.store, key, current.record if current else None, self.writer_id, etag=current.etag if current else None
         )
-        self._generations = self._drop_orphans(listing or generations.list_generation_objects(self.store, key))
+        if listing is None:
+            listing = generations.list_generation_objects(self.store, key)
+        self._generations = self._drop_orphans(listing)
 
     def _newest_verifying(self, excluding: str | None) -> str | None:
         good = generations.newest_verifying(self.store, self.config.key, keys=self.verify_keys, excluding=excluding)
