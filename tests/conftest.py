@@ -13,7 +13,7 @@ import pytest
 from buckethead_django.engine import BucketConfig, BucketHeadError, BucketSQLite, SnapshotConfig
 from buckethead_django.engine.objectstore import ObjectStore, open_object_store
 
-from .moto_server import CREDENTIALS, MotoServer
+from .moto_server import CREDENTIALS, MotoServer, free_port
 
 FIXTURE_BUCKET = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "buckethead-0.4.1"
 
@@ -36,6 +36,19 @@ def s3_config(moto: MotoServer, **kwargs: Any) -> BucketConfig:
         access_key_id=CREDENTIALS["aws_access_key_id"],
         secret_access_key=CREDENTIALS["aws_secret_access_key"],
         **kwargs,
+    )
+
+
+def unreachable_config(bucket: str) -> BucketConfig:
+    """A BucketConfig for an S3 endpoint where nothing listens: every request fails at once."""
+    return BucketConfig(
+        bucket=bucket,
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        region="us-east-1",
+        access_key_id="x",
+        secret_access_key="y",
+        max_attempts=1,
+        connect_timeout=1,
     )
 
 

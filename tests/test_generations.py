@@ -33,7 +33,7 @@ from buckethead_django.engine.generations import GenerationObjects, retained
 from buckethead_django.engine.lease import WriterLease, lease_key
 from buckethead_django.engine.objectstore import ObjectStore, iter_objects
 
-from .conftest import EngineFactory
+from .conftest import EngineFactory, unreachable_config
 from .snapshots import KEY, current_record, snapshot_bytes
 
 SIGNING_KEY = b"k" * 32
@@ -310,19 +310,7 @@ def test_the_lease_renewal_notices_a_takeover(make_engine: EngineFactory) -> Non
 
 
 def test_an_unreachable_bucket_at_startup_fails_after_a_bounded_wait() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = BucketConfig(
-        bucket="nowhere",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region="us-east-1",
-        access_key_id="x",
-        secret_access_key="y",
-        max_attempts=1,
-        connect_timeout=0.5,
-    )
-    bh = BucketSQLite(config, startup_timeout=1.5, background_flush=False)
+    bh = BucketSQLite(unreachable_config("nowhere"), startup_timeout=1.5, background_flush=False)
     with pytest.raises(BucketUnavailable, match="could not reach bucket 'nowhere'") as err:
         bh.start()
     assert "STARTUP_TIMEOUT" in str(err.value)

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from buckethead_django.engine import BucketConfig, ObjectStoreError, PreconditionFailed
+from buckethead_django.engine import ObjectStoreError, PreconditionFailed
 from buckethead_django.engine.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore, iter_objects
 
-from .conftest import s3_config
-from .moto_server import free_port
+from .conftest import s3_config, unreachable_config
 
 
 class OneWayStream(io.RawIOBase):
@@ -192,17 +191,8 @@ def test_s3_download_of_many_parts_into_a_stream_that_cannot_seek(moto) -> None:
 
 
 def test_s3_unreachable_endpoint_gives_a_clear_error() -> None:
-    cfg = BucketConfig(
-        bucket="b-unreachable",
-        endpoint_url=f"http://127.0.0.1:{free_port()}",
-        region="us-east-1",
-        access_key_id="x",
-        secret_access_key="y",
-        max_attempts=1,
-        connect_timeout=1,
-    )
     with pytest.raises(ObjectStoreError, match="cannot reach bucket 'b-unreachable'"):
-        S3ObjectStore(cfg).head("anything")
+        S3ObjectStore(unreachable_config("b-unreachable")).head("anything")
 
 
 @pytest.mark.parametrize("conditional", [False, True])
