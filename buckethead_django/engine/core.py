@@ -20,6 +20,7 @@ commits, so an idle tick costs one pragma — no copy, no hash, no upload.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import random
@@ -222,7 +223,7 @@ class BucketSQLite:
     def _with_startup_retries(self, step: Callable[[], None]) -> None:
         """Run ``step``, retrying while the bucket is unreachable, for at most ``startup_timeout`` seconds."""
         deadline = time.monotonic() + self.startup_timeout
-        for attempt in range(1, 1_000_000):
+        for attempt in itertools.count(1):
             try:
                 step()
                 return

@@ -37,7 +37,7 @@ from typing import BinaryIO, cast
 
 from .errors import ObjectNotFound, SnapshotCorrupt
 from .objectstore import ObjectStore, Progress, iter_objects
-from .objectstore.base import Digest
+from .objectstore.base import Digest, sha256_file
 from .record import GENERATION, LABELLED, LEGACY, Chunk, SnapshotRecord
 from .snapshot import CONTENT_TYPE, validate
 
@@ -190,7 +190,7 @@ def write(
     """
     chunk_key = base_of(key, kind) + name + CHUNK_SUFFIX.format(index=0)
     if isinstance(source, Path):
-        size, digest = _file_digest(source)
+        digest, size = sha256_file(source)
     else:
         size, digest = len(source), hashlib.sha256(source).hexdigest()
     store.put(chunk_key, source, content_type=CONTENT_TYPE, metadata={"sha256": digest}, if_none_match=True)
@@ -245,16 +245,6 @@ def _write_record(store: ObjectStore, key: str, record: SnapshotRecord) -> Snaps
     target = record_key(key, record.name, record.kind)
     store.put(target, record.to_json(), content_type="application/json", if_none_match=True)
     return replace(record, key=target)
-
-
-def _file_digest(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(1024 * 1024):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()
 
 
 # -- reading snapshots -------------------------------------------------------------------------

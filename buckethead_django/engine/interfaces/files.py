@@ -42,7 +42,7 @@ from typing import Any, BinaryIO
 
 from ..errors import BucketHeadError, PreconditionFailed
 from ..objectstore import ObjectStore, Progress, Source, iter_objects
-from ..objectstore.base import COPY_CHUNK, copy_stream
+from ..objectstore.base import copy_stream, sha256_file
 from .base import Interface, prefix_range
 
 DEFAULT_MIME = "application/octet-stream"
@@ -514,7 +514,7 @@ def _hashed(src: Source) -> Iterator[tuple[str, int, Source]]:
         data = bytes(src)
         yield hashlib.sha256(data).hexdigest(), len(data), data
     elif isinstance(src, Path):
-        yield (*_hash_file(src), src)
+        yield (*sha256_file(src), src)
     else:
         with tempfile.TemporaryFile(prefix="buckethead-put-") as spool:
             digest = hashlib.sha256()
@@ -535,16 +535,6 @@ def _check_size(bh_key: str, expected: int | None, actual: int) -> None:
             f"blob {bh_key} is {actual} bytes in the bucket but its row records {expected}; "
             "the object was changed or truncated outside BucketHead"
         )
-
-
-def _hash_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(COPY_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 class _CountingWriter:

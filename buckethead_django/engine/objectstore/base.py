@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -123,6 +124,19 @@ def copy_stream(
         if progress is not None:
             progress(len(chunk))
     return total
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """The hex SHA-256 and the size of the file at ``path``, read in fixed-size chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        size = copy_stream(f, _Discard(), digests=(digest,))
+    return digest.hexdigest(), size
+
+
+class _Discard:
+    def write(self, data: bytes) -> int:
+        return len(data)
 
 
 def write_file_atomically(dest: Path, src: BinaryIO, *, progress: Progress | None = None) -> int:
