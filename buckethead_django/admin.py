@@ -15,6 +15,12 @@ Buttons a user may not use are not shown, and posting to them anyway is
 refused with 403. Each page is the changelist of an unmanaged model (see
 `buckethead_django.models`), which is how the section appears in the admin
 index, the nav sidebar and the breadcrumbs like any other app.
+
+During a bucket outage every page still renders from memory, says that the
+bucket cannot be reached and how old its copy is, and disables (with the
+reason next to it) only what needs the bucket: flushing, keeping and
+restoring snapshots, downloads. An action posted anyway ends in an admin
+error message.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from django.db.models import Model
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.http import urlencode
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_POST
 
 from . import admin_views as show
@@ -39,7 +45,6 @@ from .engine import BucketHeadError, BucketSQLite, ObjectNotFound
 from .engine.generations import find_snapshot, list_snapshots
 from .engine.interfaces import InvalidName, validate_name
 from .engine.interfaces.files import DEFAULT_MIME
-from .health import engine_health
 from .models import Dashboard, KVEntry, Snapshot, StoredFile
 from .runtime import get_buckethead
 from .storage import BucketHeadStorage
@@ -125,10 +130,26 @@ class BucketHeadAdmin(admin.ModelAdmin):
     # -- rendering, actions and logging ---------------------------------------------------
 
     def render(
-        self, request: HttpRequest, template: str, title: str, context: dict[str, Any], *, subpage: bool = False
+        self,
+        request: HttpRequest,
+        template: str,
+        title: str,
+        context: dict[str, Any],
+        *,
+        subpage: bool = False,
+        reads: show.BucketReads | None = None,
     ) -> TemplateResponse:
-        """An admin page: the site's header, sidebar and breadcrumbs (a ``subpage`` links back to the changelist)."""
+        """An admin page: the site's header, sidebar and breadcrumbs (a ``subpage`` links back to the changelist).
+
+        Every page says at the top whether the engine is fenced or degraded
+        and whether the bucket answers: a page that read nothing from it
+        (``reads``) asks it once, so that it can say so too.
+        """
         request.current_app = self.admin_site.name
+        engine = self.engine()
+        if reads is None:
+            reads = show.BucketReads(engine)
+        reads.probe()
         return TemplateResponse(
             request,
             f"buckethead_django/admin/{template}",
@@ -137,12 +158,22 @@ class BucketHeadAdmin(admin.ModelAdmin):
                 "opts": self.opts,
                 "title": title,
                 "section_url": self.url("changelist") if subpage else None,
+                "bucket": show.bucket_state(engine, reads),
                 **context,
             },
         )
 
     def engine(self) -> BucketSQLite:
         return get_buckethead()
+
+    def reads(self) -> show.BucketReads:
+        """This page's lookups in the bucket, bounded in time (see `admin_views.BucketReads`)."""
+        return show.BucketReads(self.engine())
+
+    def refuse(self, request: HttpRequest, what: str, reads: show.BucketReads, back: str) -> HttpResponseRedirect:
+        """Back to ``back`` with an admin error: ``what`` needs the bucket, which did not answer."""
+        self.message_user(request, f"{what} while the bucket cannot be reached: {reads.error}", messages.ERROR)
+        return HttpResponseRedirect(back)
 
     def run(self, request: HttpRequest, action: Callable[[], T], success: Callable[[T], str]) -> T | None:
         """Run an engine action and report how it went as an admin message; None if it failed.
@@ -187,21 +218,19 @@ class DashboardAdmin(BucketHeadAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         bh = self.engine()
-        health = engine_health(bh)
+        reads = self.reads()
         return self.render(
             request,
             "dashboard.html",
             "BucketHead",
             {
                 "config": bh.config,
-                "health": health,
-                "last_good_at": show.datetime_of(health.last_good_at) if health.last_good_at is not None else None,
                 "last_flush": show.flush_summary(bh.last_flush),
                 "last_error": bh.last_error,
                 "dirty": bh.dirty,
                 "restored_from": bh.restored_from,
                 "stats": bh.stats(),
-                "writer": show.writer_status(bh),
+                "writer": show.writer_status(bh, reads),
                 "can_flush": self.has_flush_permission(request) and not bh.read_only and bh.fenced is None,
                 "flush_url": self.url("flush"),
                 "kv_url": self.url("changelist", model=KVEntry),
@@ -209,6 +238,7 @@ class DashboardAdmin(BucketHeadAdmin):
                 "snapshots_url": self.url("changelist", model=Snapshot),
                 **(extra_context or {}),
             },
+            reads=reads,
         )
 
     def flush_view(self, request: HttpRequest) -> HttpResponse:
@@ -228,10 +258,11 @@ class SnapshotAdmin(BucketHeadAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         bh = self.engine()
+        reads = self.reads()
         can_restore = self.has_restore_permission(request) and not bh.read_only and bh.fenced is None
         snapshots = [
             (entry, self.url("restore", name=entry.name) if can_restore else None)
-            for entry in list_snapshots(bh.store, bh.config.key)
+            for entry in reads.read(lambda store: list_snapshots(store, bh.config.key), [])
         ]
         return self.render(
             request,
@@ -246,17 +277,30 @@ class SnapshotAdmin(BucketHeadAdmin):
                 "keep_url": self.url("keep"),
                 **(extra_context or {}),
             },
+            reads=reads,
         )
 
     def restore_view(self, request: HttpRequest) -> HttpResponse:
         """Confirm, then replace the live database with a snapshot (the current state is kept as one first)."""
         self.require(self.has_restore_permission(request))
         bh = self.engine()
+        reads = self.reads()
         name = request.GET.get("name", "")
         try:
-            entry = find_snapshot(bh.store, bh.config.key, name)
+            entry = reads.read(lambda store: find_snapshot(store, bh.config.key, name), None)
         except KeyError:
             raise Http404(f"there is no snapshot named {name!r}") from None
+        if entry is None:
+            if request.method == "POST":
+                return self.refuse(request, f"The snapshot “{name}” cannot be restored", reads, self.url("changelist"))
+            return self.render(
+                request,
+                "restore_confirmation.html",
+                "Restore a snapshot",
+                {"entry": None, "asked": name, "confirm_url": self.url("restore", name=name)},
+                subpage=True,
+                reads=reads,
+            )
         if request.method == "POST":
             kept = self.run(
                 request, lambda: bh.restore(entry.name), lambda kept: show.restore_message(entry.name, kept)
@@ -273,6 +317,7 @@ class SnapshotAdmin(BucketHeadAdmin):
             # Confirming restores exactly what was shown, even if `previous` moves on meanwhile.
             {"entry": entry, "asked": name, "confirm_url": self.url("restore", name=entry.name)},
             subpage=True,
+            reads=reads,
         )
 
     def keep_view(self, request: HttpRequest) -> HttpResponse:
@@ -428,22 +473,42 @@ class StoredFileAdmin(BucketHeadAdmin):
             },
         )
 
-    def download_view(self, request: HttpRequest, bh_key: str) -> FileResponse:
-        """Stream a blob as an attachment, so uploaded HTML or SVG never renders on the admin's origin."""
+    def download_view(self, request: HttpRequest, bh_key: str) -> HttpResponse:
+        """Stream a blob as an attachment, so uploaded HTML or SVG never renders on the admin's origin.
+
+        The blob is looked up in the bucket first, within the page's short
+        timeouts: during an outage the answer is an admin error message on
+        the page the link was on, not a long wait.
+        """
         files = self.engine().files
         info = files.head(bh_key)
         if info is None:
             raise Http404("no such file")
+        reads = self.reads()
         try:
-            stream = files.open(bh_key)
+            if reads.read(lambda store: store.head(info.object_key), None) is None and reads.error is None:
+                raise ObjectNotFound(info.object_key)
+            # The stream itself comes through the engine's client, whose timeouts suit a long download.
+            stream = reads.read(lambda _: files.open(bh_key), None)
         except ObjectNotFound:
             raise Http404("the file's content is missing from the bucket") from None
+        if stream is None:
+            return self.refuse(request, f"“{info.filename or bh_key}” cannot be downloaded", reads, self.back(request))
         response = FileResponse(
             stream, as_attachment=True, filename=info.filename or bh_key, content_type=info.mime or DEFAULT_MIME
         )
         response["X-Content-Type-Options"] = "nosniff"
         response["Content-Security-Policy"] = "sandbox"
         return response
+
+    def back(self, request: HttpRequest) -> str:
+        """The page the request came from, if it is on this site; else the list of every blob."""
+        referer = request.headers.get("referer", "")
+        if url_has_allowed_host_and_scheme(
+            referer, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            return referer
+        return self.url("blobs")
 
     def delete_name_view(self, request: HttpRequest) -> HttpResponse:
         """Confirm, then delete one named file (``?name=``); its blob goes too when no other name uses it."""

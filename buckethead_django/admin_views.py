@@ -3,6 +3,10 @@
 Everything here turns engine facts into values a template can print:
 Unix times into datetimes, KV values into text or hex, flush results and
 the writer lease into sentences. None of it changes anything.
+
+The pages also look things up in the bucket (the writer lease, the snapshot
+history). Those lookups go through `BucketReads`, so that a page still
+renders, quickly, when the bucket cannot be reached, and says so.
 """
 
 from __future__ import annotations
@@ -10,8 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -22,9 +29,25 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from . import runtime
-from .engine import BucketSQLite, FileInfo, FileStore, FlushResult, KVStore, SnapshotConfig, WriterLease
-from .engine.generations import SnapshotEntry
+from .engine import (
+    BucketSQLite,
+    FileInfo,
+    FileStore,
+    FlushResult,
+    KVStore,
+    ObjectNotFound,
+    ObjectStore,
+    ObjectStoreError,
+    S3ObjectStore,
+    SnapshotConfig,
+    WriterLease,
+    read_lease,
+)
+from .engine.generations import SnapshotEntry, current_key
+from .health import EngineHealth, engine_health
 from .storage import BucketHeadStorage
+
+T = TypeVar("T")
 
 #: How much of a value the KV list shows: characters of text, bytes of anything else.
 PREVIEW_CHARS = 120
@@ -40,6 +63,106 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 def datetime_of(timestamp: float) -> dt.datetime:
     """A Unix time as Django shows times: aware with USE_TZ (and then localised), naive local time without."""
     return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC if settings.USE_TZ else None)
+
+
+# -- the bucket, as the pages read it ------------------------------------------------------------
+
+#: The admin's lookups give up quickly, whatever the engine's own retries and timeouts: during an
+#: outage a page must render in a few seconds. Two attempts, each allowed 2 s to connect and 2 s
+#: without an answer, with botocore's backoff of up to 1 s between them.
+READ_ATTEMPTS = 2
+READ_CONNECT_TIMEOUT = 2.0
+READ_TIMEOUT = 2.0
+#: Shown next to every control that is disabled because it needs the bucket.
+NEEDS_BUCKET = "Needs the bucket, which cannot be reached."
+
+_read_stores: weakref.WeakKeyDictionary[BucketSQLite, ObjectStore] = weakref.WeakKeyDictionary()
+_read_stores_lock = threading.Lock()
+
+
+def read_store(engine: BucketSQLite) -> ObjectStore:
+    """The engine's bucket for the admin's lookups: on S3, a client of its own with short timeouts and one retry.
+
+    The engine's client may wait minutes for a dead endpoint (it must not
+    give up on a flush easily); a page may not. A local directory, or a
+    store a project passed in, is read as it is.
+    """
+    if not isinstance(engine.store, S3ObjectStore):
+        return engine.store
+    with _read_stores_lock:
+        store = _read_stores.get(engine)
+        if store is None:
+            cfg = engine.config
+            store = _read_stores[engine] = S3ObjectStore(
+                replace(
+                    cfg,
+                    max_attempts=min(cfg.max_attempts, READ_ATTEMPTS),
+                    connect_timeout=min(cfg.connect_timeout, READ_CONNECT_TIMEOUT),
+                    read_timeout=min(cfg.read_timeout, READ_TIMEOUT),
+                )
+            )
+        return store
+
+
+class BucketReads:
+    """The bucket lookups of one page: each bounded in time, and none after the first one fails.
+
+    A page that cannot reach the bucket still renders what the process has
+    in memory; `error` says why the rest is missing, and the template
+    disables what needs the bucket.
+    """
+
+    def __init__(self, engine: BucketSQLite) -> None:
+        self.engine = engine
+        self.store = read_store(engine)
+        self.asked = False
+        #: Why the bucket could not be read on this page (the engine's error message), or None.
+        self.error: str | None = None
+
+    def read(self, lookup: Callable[[ObjectStore], T], default: T) -> T:
+        """``lookup(store)``, or ``default`` if the bucket does not answer (now, or earlier on this page).
+
+        A missing object is not an outage: `ObjectNotFound` is raised on.
+        """
+        if self.error is not None:
+            return default
+        self.asked = True
+        try:
+            return lookup(self.store)
+        except ObjectNotFound:
+            raise
+        except (ObjectStoreError, OSError) as exc:
+            self.error = str(exc)
+            return default
+
+    def probe(self) -> None:
+        """Ask the bucket once (a HEAD of its current record), on a page that has not asked it anything."""
+        if not self.asked:
+            self.read(lambda store: store.head(current_key(self.engine.config.key)), None)
+
+
+@dataclass(frozen=True)
+class BucketState:
+    """What the top of every page says: fenced, degraded, or the bucket out of reach, and how old its copy is."""
+
+    health: EngineHealth
+    #: When the bucket last received a good snapshot of this process's data, or None.
+    last_good_at: dt.datetime | None
+    #: Whether something changed since the last snapshot in the bucket.
+    dirty: bool
+    #: Why this page could not read the bucket, or None if it could (or did not need to).
+    unreachable: str | None
+    reason: str = NEEDS_BUCKET
+
+
+def bucket_state(engine: BucketSQLite, reads: BucketReads) -> BucketState:
+    health = engine_health(engine)
+    return BucketState(
+        health=health,
+        last_good_at=datetime_of(health.last_good_at) if health.last_good_at is not None else None,
+        dirty=engine.dirty,
+        unreachable=reads.error,
+    )
 
 
 # -- KV values ------------------------------------------------------------------------------
@@ -187,25 +310,31 @@ class WriterStatus:
     pid: int
     role: str
     read_only_reason: str | None
+    #: False when the lease could not be read: the bucket did not answer.
+    lease_known: bool
     lease: WriterLease | None
     lease_is_ours: bool
     lease_started_at: dt.datetime | None
     lease_renewed_at: dt.datetime | None
     lease_expires_at: dt.datetime | None
+    #: When this process last renewed its own lease (known from memory even when the bucket is out of reach).
+    own_lease_renewed_at: dt.datetime | None
 
 
-def writer_status(bh: BucketSQLite) -> WriterStatus:
-    lease = bh.writer_lease()
+def writer_status(bh: BucketSQLite, reads: BucketReads) -> WriterStatus:
+    lease = reads.read(lambda store: read_lease(store, bh.config.key), None)
     ours = bh.lease is not None and bh.lease.same_holder(lease)
     return WriterStatus(
         pid=os.getpid(),
         role=str(runtime.role()),
         read_only_reason=bh.read_only_reason,
+        lease_known=reads.error is None,
         lease=lease,
         lease_is_ours=ours,
         lease_started_at=datetime_of(lease.started_at) if lease else None,
         lease_renewed_at=datetime_of(lease.renewed_at) if lease else None,
         lease_expires_at=datetime_of(lease.expires_at) if lease else None,
+        own_lease_renewed_at=datetime_of(bh.lease.renewed_at) if bh.lease else None,
     )
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from html import unescape
 
 import pytest
@@ -18,6 +22,10 @@ from buckethead_django import runtime
 from buckethead_django.engine import BucketSQLite, ObjectStoreError
 from buckethead_django.engine.generations import find_snapshot, list_snapshots
 from buckethead_django.testing import fresh_buckethead
+
+from .conftest import s3_config
+from .moto_server import MotoServer
+from .tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.django_db
 
@@ -472,3 +480,204 @@ def test_keeping_a_labelled_snapshot(bh, flusher) -> None:
     taken = flusher.post(KEEP, {"label": "before-migration"}, follow=True)
     assert taken.status_code == 200
     assert messages_of(taken) == ["a snapshot labelled 'before-migration' already exists; choose another label"]
+
+
+# -- a bucket outage ------------------------------------------------------------------------------------------
+
+#: An outage page must not wait out the engine's retries: it renders in a few seconds at most.
+OUTAGE_PAGE_SECONDS = 5.0
+UNREACHABLE = re.compile(
+    r"Degraded: the bucket cannot be reached\. The bucket's copy is from .+ \(0 minutes ago\); (?P<since>[^.]+)\. "
+    r"The site keeps working from memory; what needs the bucket is disabled until it answers again\. "
+    r"(?:The last flush failed as well; it is retried by itself\. )?cannot reach bucket 'bh-test-\w+' at http://127\.0\.0\.1:\d+"
+)
+NEEDS_BUCKET = "Needs the bucket, which cannot be reached."
+
+
+def disabled_with_reason(html: str, control: str) -> bool:
+    """Whether the control with id ``control`` is disabled, with the reason right next to it."""
+    pattern = (
+        rf'id="{control}" disabled aria-describedby="{control}-reason">\s*'
+        rf'<span class="buckethead-reason" id="{control}-reason">{re.escape(NEEDS_BUCKET)}</span>'
+    )
+    return re.search(pattern, html) is not None
+
+
+@pytest.fixture
+def endpoint(moto: MotoServer) -> Iterator[TcpProxy]:
+    """The S3 endpoint the engine reaches its bucket through: ``endpoint.down()`` is an outage."""
+    with TcpProxy("127.0.0.1", moto.port) as proxy:
+        yield proxy
+
+
+def engine_behind(
+    moto: MotoServer, endpoint: TcpProxy, **config: object
+) -> contextlib.AbstractContextManager[BucketSQLite]:
+    """The process's engine on a new moto bucket through ``endpoint``, started while it is up."""
+    return fresh_buckethead(replace(s3_config(moto), endpoint_url=endpoint.url, **config))
+
+
+@pytest.fixture
+def s3_bh(moto: MotoServer, endpoint: TcpProxy) -> Iterator[BucketSQLite]:
+    """An engine with the engine's default retries and timeouts, a KV entry and a file, flushed to the bucket."""
+    with engine_behind(moto, endpoint) as engine:
+        engine.kv.set("greeting", "hello")
+        engine.files.save_name("docs/a.txt", b"a")
+        engine.force_flush()
+        yield engine
+
+
+def timed_get(client: Client, url: str, **query: str):
+    """GET ``url``, which must answer with a page within OUTAGE_PAGE_SECONDS."""
+    started = time.monotonic()
+    response = client.get(url, query)
+    took = time.monotonic() - started
+    assert response.status_code == 200, (url, response.status_code)
+    assert took < OUTAGE_PAGE_SECONDS, f"{url} took {took:.1f}s to render in an outage"
+    return response
+
+
+def test_in_an_outage_the_dashboard_says_the_bucket_cannot_be_reached_and_disables_flush_now(
+    s3_bh, endpoint, flusher
+) -> None:
+    s3_bh.kv.set("greeting", "changed")  # not flushed yet
+    with endpoint.down():
+        response = timed_get(flusher, DASHBOARD)
+        shown = text(response)
+        found = UNREACHABLE.search(shown)
+        assert found, shown
+        assert found["since"] == "changes since then are only in this process's memory until a flush gets through"
+        assert disabled_with_reason(response.content.decode(), "flush-now")
+        assert "Writer lease unknown: the bucket cannot be reached" in shown
+        assert "KV entries 1" in shown, "what is in memory is shown"
+
+        refused = flusher.post(FLUSH, follow=True)
+        assert refused.status_code == 200
+        (message,) = messages_of(refused)
+        assert "cannot reach bucket" in message
+        assert s3_bh.dirty, "nothing was flushed"
+        assert "The last flush failed as well" in text(refused)
+
+    response = flusher.post(FLUSH, follow=True)
+    assert messages_of(response)[0].startswith("Flushed")
+    html = response.content.decode()
+    assert 'id="degraded"' not in html, "the page is normal again once the bucket answers"
+    assert re.search(r'id="flush-now">', html), "and Flush now is enabled again"
+    assert f"held by {s3_bh.lease.holder} (this process)" in text(response)
+
+
+def test_in_an_outage_the_snapshots_page_renders_and_restoring_and_keeping_are_disabled(
+    s3_bh, endpoint, admin_client
+) -> None:
+    current = find_snapshot(s3_bh.store, s3_bh.config.key, "latest")
+    s3_bh.kv.set("greeting", "changed")
+    with endpoint.down():
+        response = timed_get(admin_client, SNAPSHOTS)
+        shown = text(response)
+        assert UNREACHABLE.search(shown), shown
+        assert "The snapshots cannot be listed while the bucket cannot be reached." in shown
+        html = response.content.decode()
+        assert "restore-link" not in html
+        assert disabled_with_reason(html, "keep-snapshot")
+
+        kept = admin_client.post(KEEP, {"label": "before-outage"}, follow=True)
+        assert kept.redirect_chain == [(SNAPSHOTS, 302)]
+        assert "cannot reach bucket" in messages_of(kept)[0]
+
+        confirm = timed_get(admin_client, f"{ADMIN}/snapshot/restore/", name=current.name)
+        shown = text(confirm)
+        assert UNREACHABLE.search(shown), shown
+        assert f"The snapshot “{current.name}” cannot be looked up while the bucket cannot be reached." in shown
+        assert disabled_with_reason(confirm.content.decode(), "confirm-restore")
+
+        restored = admin_client.post(f"{ADMIN}/snapshot/restore/?name={current.name}", follow=True)
+        assert restored.redirect_chain == [(SNAPSHOTS, 302)]
+        assert "cannot reach bucket" in messages_of(restored)[0]
+        assert s3_bh.kv.get("greeting") == "changed", "nothing was restored"
+
+    response = admin_client.get(SNAPSHOTS)
+    shown = text(response)
+    assert "cannot be reached" not in shown, "the page is normal again once the bucket answers"
+    assert "Degraded: the last flush failed." in shown, "keeping a snapshot flushed first, and that failed"
+    assert f"{current.name} current generation" in shown
+    assert "Restore…" in shown
+    assert re.search(r'id="keep-snapshot">', response.content.decode())
+
+
+def test_in_an_outage_the_kv_browser_works_from_memory(s3_bh, endpoint, manager) -> None:
+    with endpoint.down():
+        listing = timed_get(manager, KV)
+        shown = text(listing)
+        found = UNREACHABLE.search(shown)
+        assert found, shown
+        assert found["since"] == "nothing has changed since"
+        assert "greeting 5 bytes never text hello" in shown
+        assert 'class="deletelink"' in listing.content.decode(), "deleting works from memory, so it is offered"
+
+        entry = timed_get(manager, f"{KV}entry/", key="greeting")
+        assert UNREACHABLE.search(text(entry))
+        assert 'class="deletelink"' in entry.content.decode()
+
+        confirm = timed_get(manager, f"{KV}delete/", key="greeting")
+        assert UNREACHABLE.search(text(confirm))
+        assert 'id="confirm-delete">' in confirm.content.decode(), "deleting is not disabled"
+
+        deleted = manager.post(kv_url("delete", key="greeting"), follow=True)
+        assert "Deleted the KV entry “greeting”." in messages_of(deleted)
+        assert s3_bh.kv.get("greeting") is None
+        assert "The KV store is empty." in text(deleted)
+
+
+def test_in_an_outage_files_are_listed_and_can_be_deleted_but_not_downloaded(s3_bh, endpoint, manager) -> None:
+    named = s3_bh.files.resolve("docs/a.txt")
+    with endpoint.down():
+        for url in (FILES, BLOBS):
+            response = timed_get(manager, url)
+            shown = text(response)
+            assert UNREACHABLE.search(shown), shown
+            html = response.content.decode()
+            assert 'class="download-link"' not in html
+            assert f"Download {NEEDS_BUCKET}" in shown
+            assert 'class="deletelink"' in html, "deleting works from memory, so it is offered"
+
+        download = manager.get(
+            f"{BLOBS}{named.bh_key}/download/", follow=True, HTTP_REFERER=f"http://testserver{FILES}"
+        )
+        assert download.redirect_chain == [(f"http://testserver{FILES}", 302)]
+        (message,) = messages_of(download)
+        assert message.startswith("“a.txt” cannot be downloaded while the bucket cannot be reached: cannot reach")
+
+        for url in (f"{FILES}delete/?name=docs/a.txt", f"{BLOBS}{named.bh_key}/delete/"):
+            assert UNREACHABLE.search(text(timed_get(manager, url)))
+        deleted = manager.post(f"{FILES}delete/?name=docs/a.txt", follow=True)
+        assert "Deleted the file “docs/a.txt”." in messages_of(deleted)
+        assert s3_bh.files.resolve("docs/a.txt") is None
+
+    s3_bh.files.save_name("docs/b.txt", b"b")
+    response = manager.get(FILES)
+    assert 'id="degraded"' not in response.content.decode()
+    link = unescape(re.search(r'class="download-link" href="([^"]+)"', response.content.decode()).group(1))
+    assert b"".join(manager.get(link).streaming_content) == b"b"
+
+
+@contextlib.contextmanager
+def silent(endpoint: TcpProxy) -> Iterator[None]:
+    """The endpoint accepts connections but never answers, like a hung load balancer."""
+    with endpoint.down(), socket.create_server(("127.0.0.1", endpoint.port)):
+        yield
+
+
+def test_an_endpoint_that_never_answers_does_not_hold_up_the_admin(moto, endpoint, admin_client) -> None:
+    """The engine may wait 2 x 20 s for an answer; an admin page gives up after a few seconds."""
+    with engine_behind(moto, endpoint, read_timeout=20.0, max_attempts=2) as bh:
+        bh.kv.set("greeting", "hello")
+        bh.force_flush()
+        with silent(endpoint):
+            for url in (DASHBOARD, SNAPSHOTS):
+                started = time.monotonic()
+                response = admin_client.get(url)
+                took = time.monotonic() - started
+                assert response.status_code == 200
+                assert took < 8, f"{url} took {took:.1f}s"
+                assert "Degraded: the bucket cannot be reached." in text(response)
+                assert "timeout" in text(response).lower()

@@ -11,10 +11,12 @@ machine, but fail in CI (where ``CI`` is set), so they can never be lost silentl
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,10 @@ from django.contrib.auth import get_user_model
 from buckethead_django.engine import BucketSQLite, WriterFenced
 from buckethead_django.runtime import use_engine
 from buckethead_django.testing import fresh_buckethead
+
+from .conftest import s3_config
+from .moto_server import MotoServer
+from .tcp_proxy import TcpProxy
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -42,6 +48,9 @@ CHROMIUM_FLAGS = [
     "--window-size=1280,900",
 ]
 WAIT_SECONDS = 10
+DASHBOARD = "/admin/buckethead_django/dashboard/"
+SNAPSHOTS = "/admin/buckethead_django/snapshot/"
+NEEDS_BUCKET = "Needs the bucket, which cannot be reached."
 SEP = "\N{SINGLE RIGHT-POINTING ANGLE QUOTATION MARK}"  # the admin's breadcrumb separator
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -286,3 +295,64 @@ def test_download_a_file(operator: Operator, bh: BucketSQLite, downloads: Path) 
     while not saved.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert saved.read_bytes() == b"\x89PNG\r\n\x1a\n" + bytes(200)
+
+
+def disabled_with_its_reason(operator: Operator, control: str) -> bool:
+    """Whether the button ``#control`` is disabled and the reason is shown right beside it, on the same line."""
+    button, reason = operator.css(f"#{control}"), operator.css(f"#{control}-reason")
+    beside = (
+        reason.location["x"] > button.location["x"]
+        and abs(reason.location["y"] - button.location["y"]) < button.size["height"]
+    )
+    return not button.is_enabled() and reason.is_displayed() and reason.text == NEEDS_BUCKET and beside
+
+
+def test_a_bucket_outage_is_shown_with_what_it_disables_until_the_endpoint_is_back(
+    operator: Operator, moto: MotoServer
+) -> None:
+    with (
+        TcpProxy("127.0.0.1", moto.port) as endpoint,
+        fresh_buckethead(replace(s3_config(moto), endpoint_url=endpoint.url)) as bh,
+    ):
+        bh.kv.set("feature:new-checkout", "on")
+        bh.force_flush()
+        bh.kv.set("feature:new-checkout", "off")  # only in memory from here on
+
+        with endpoint.down():
+            operator.open(DASHBOARD)
+            alarm = operator.css("#degraded")
+            assert alarm.is_displayed()
+            assert alarm.location["y"] < operator.css("#buckethead-storage").location["y"], "it comes before the facts"
+            assert alarm.text.startswith("Degraded: the bucket cannot be reached.")
+            assert re.search(r"The bucket's copy is from .+ \(0 minutes ago\); changes since then are only", alarm.text)
+            assert f"cannot reach bucket '{bh.config.bucket}' at {endpoint.url}" in operator.text("#bucket-error")
+            assert disabled_with_its_reason(operator, "flush-now")
+            assert operator.text("#writer-lease").startswith("unknown: the bucket cannot be reached")
+            assert "KV entries 1" in operator.text("#buckethead-contents"), "what is in memory is shown"
+            operator.screenshot("admin-outage.png")
+
+            operator.click_link("history")
+            operator.wait(lambda: "Snapshots" in operator.text(".breadcrumbs"))
+            assert operator.text("#degraded").startswith("Degraded: the bucket cannot be reached.")
+            assert "(0 minutes ago)" in operator.text("#degraded")
+            assert operator.text("#snapshots-unavailable") == (
+                "The snapshots cannot be listed while the bucket cannot be reached."
+            )
+            assert not operator.all("a.restore-link")
+            assert disabled_with_its_reason(operator, "keep-snapshot")
+
+        operator.driver.refresh()
+        operator.wait(lambda: bool(operator.all("tr.snapshot")))
+        assert not operator.all("#degraded"), "the page is normal again once the endpoint is back"
+        assert operator.css("tr.snapshot.current").get_attribute("data-name") == bh.last_upload.generation
+        assert operator.css("#keep-snapshot").is_enabled()
+        assert not operator.all("#keep-snapshot-reason")
+
+        operator.open(DASHBOARD)
+        assert not operator.all("#degraded")
+        assert "(this process)" in operator.text("#writer-lease")
+        operator.css("#flush-now").click()
+        operator.wait(lambda: bool(operator.messages()))
+        assert operator.messages()[0].startswith("Flushed")
+        assert bh.kv.get("feature:new-checkout") == "off"
+        assert not bh.dirty
