@@ -1,4 +1,4 @@
-"""A small threaded TCP forwarder whose endpoint can go down and come back on the same port.
+r"""A small threaded TCP forwarder whose endpoint can go down and come back on the same port.
 
 Put it in front of a server (the moto S3 server) and point a client at `TcpProxy.url`:
 
@@ -16,22 +16,47 @@ pooled a keep-alive connection sees "connection reset" on its next request.
 `start()` listens again on the same port. One thread accepts, one thread per
 connection forwards both directions; all are daemon threads, and `stop()`
 joins them and closes every socket it opened.
+
+Faults of single requests, chosen by a regular expression on the request
+line (``PUT /bucket/key...``):
+
+```python
+proxy.lose_reply(rb"PUT /[^ ]*\.chunk0000")  # the next such request reaches the server; its reply never returns
+proxy.on_request(rb"PUT /[^ ]*\.chunk0000", pause_the_client)  # run a callback as the request passes
+```
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import selectors
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
 _CHUNK = 64 * 1024
 # SO_LINGER on with a zero timeout: close() sends an RST instead of a FIN and drops unsent data.
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+# How much of the client's stream a request line is looked for in (a line split across two reads is still seen).
+_MATCH_WINDOW = 8192
+_INTERIM_REPLY = re.compile(rb"^HTTP/1\.[01] 1\d\d ")
+
+
+@dataclass
+class _Rule:
+    """A fault for requests whose line matches ``pattern``, for the next ``times`` of them."""
+
+    pattern: re.Pattern[bytes]
+    times: int
+    lose_reply: bool
+    callback: Callable[[], None] | None = None
+    #: Requests this rule has acted on.
+    hits: int = 0
 
 
 def _reset(sock: socket.socket) -> None:
@@ -67,6 +92,31 @@ class TcpProxy:
         self._wake_w: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
         self._workers: set[threading.Thread] = set()
+        self._rules: list[_Rule] = []
+
+    # -- faults of single requests ----------------------------------------------------------
+
+    def lose_reply(self, pattern: bytes, *, times: int = 1) -> _Rule:
+        """The next ``times`` requests matching ``pattern`` reach the server, but the client is reset instead of
+        getting the reply, as when a reply is lost on the way (the server has done the work)."""
+        return self._add_rule(_Rule(re.compile(pattern), times, lose_reply=True))
+
+    def on_request(self, pattern: bytes, callback: Callable[[], None], *, times: int = 1) -> _Rule:
+        """Call ``callback`` when one of the next ``times`` requests matching ``pattern`` passes, then forward it."""
+        return self._add_rule(_Rule(re.compile(pattern), times, lose_reply=False, callback=callback))
+
+    def _add_rule(self, rule: _Rule) -> _Rule:
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def _claim_rules(self, window: bytes) -> list[_Rule]:
+        """The rules a request in ``window`` triggers, each counted once."""
+        with self._lock:
+            hit = [r for r in self._rules if r.hits < r.times and r.pattern.search(window)]
+            for rule in hit:
+                rule.hits += 1
+        return hit
 
     @property
     def url(self) -> str:
@@ -195,10 +245,11 @@ class TcpProxy:
             with self._lock:
                 self._workers.discard(threading.current_thread())
 
-    @staticmethod
-    def _pump(client: socket.socket, upstream: socket.socket, wake: socket.socket) -> bool:
-        """Forward until both directions are finished (True) or the proxy stops (False)."""
+    def _pump(self, client: socket.socket, upstream: socket.socket, wake: socket.socket) -> bool:
+        """Forward until both directions are finished (True), the proxy stops or a reply is lost (False)."""
         peer = {client: upstream, upstream: client}
+        window = b""  # the end of what the client sent, where request lines are looked for
+        losing_reply = False
         with selectors.DefaultSelector() as selector:
             selector.register(wake, selectors.EVENT_READ)
             selector.register(client, selectors.EVENT_READ)
@@ -211,6 +262,15 @@ class TcpProxy:
                         return False
                     assert isinstance(sock, socket.socket)
                     data = sock.recv(_CHUNK)
+                    if data and sock is client and self._rules:
+                        window = (window + data)[-_MATCH_WINDOW:]
+                        for rule in self._claim_rules(window):
+                            window = b""  # one request triggers a rule once
+                            losing_reply |= rule.lose_reply
+                            if rule.callback is not None:
+                                rule.callback()
+                    if data and sock is upstream and losing_reply and not _INTERIM_REPLY.match(data):
+                        return False  # the server answered: the client is reset instead of hearing it
                     if data:
                         peer[sock].sendall(data)
                         continue

@@ -6,7 +6,10 @@ Nothing in this package imports Django; the Django app is a thin layer on top.
 from .config import BucketConfig, SnapshotConfig
 from .core import BucketSQLite, FlushResult
 from .errors import (
+    BucketAccessDenied,
     BucketHeadError,
+    BucketMisconfigured,
+    BucketNotFound,
     BucketUnavailable,
     CurrentSnapshotCorrupt,
     NotStarted,
@@ -27,8 +30,11 @@ from .objectstore import LocalObjectStore, ObjectInfo, ObjectStore, S3ObjectStor
 from .record import SnapshotRecord
 
 __all__ = [
+    "BucketAccessDenied",
     "BucketConfig",
     "BucketHeadError",
+    "BucketMisconfigured",
+    "BucketNotFound",
     "BucketSQLite",
     "BucketUnavailable",
     "CurrentSnapshotCorrupt",

@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import NoReturn, TypeVar
@@ -38,6 +38,7 @@ from typing import NoReturn, TypeVar
 from . import generations, lease, snapshot
 from .config import BucketConfig, SnapshotConfig
 from .errors import (
+    BucketMisconfigured,
     BucketUnavailable,
     CurrentSnapshotCorrupt,
     NotStarted,
@@ -53,10 +54,14 @@ from .generations import Current, GenerationObjects, SnapshotEntry
 from .interfaces import FileStore, KVStore
 from .interfaces.kv import DEFAULT_MAX_VALUE_BYTES
 from .lease import DEFAULT_LEASE_SECONDS, WriterLease, read_lease
+from .lineage import uncommitted
 from .objectstore import ObjectStore, Progress, open_object_store
 from .record import GENERATION, LABELLED, SnapshotRecord
 
 logger = logging.getLogger("buckethead_django.engine")
+
+#: How often a starting writer reads and claims again when another process changed the bucket meanwhile.
+CLAIM_ATTEMPTS = 3
 
 T = TypeVar("T")
 
@@ -135,7 +140,11 @@ class BucketSQLite:
         self._lease_retry_at = 0.0
         self._lease_failures = 0
         self._current: Current | None = None
+        #: The sequence number of this writer's next generation (see `_claim`).
+        self._next_seq = 1
         self._generations: list[GenerationObjects] = []
+        #: Flushes that failed after writing some of their objects: deleted once a later one commits.
+        self._abandoned: list[GenerationObjects] = []
         self._failures = 0
         self._retry_at: float | None = None
         #: Set when another writer took the bucket over: this engine no longer flushes.
@@ -227,7 +236,7 @@ class BucketSQLite:
             try:
                 step()
                 return
-            except (ObjectNotFound, SnapshotError):
+            except (ObjectNotFound, BucketMisconfigured, SnapshotError):
                 raise
             except (ObjectStoreError, OSError) as exc:
                 remaining = deadline - time.monotonic()
@@ -245,18 +254,49 @@ class BucketSQLite:
                 time.sleep(delay)
 
     def _restore_into(self, conn: sqlite3.Connection) -> None:
-        """Take the lease (a writer), load the current snapshot into ``conn``, and claim the current record."""
+        """Load the current snapshot into ``conn``; a writer then takes the lease and claims the bucket.
+
+        A writer first waits until no other live process holds the lease,
+        then loads and verifies, and writes nothing before that has passed:
+        one that refuses to start leaves the bucket, its lease included, as
+        it found it. The claim is conditional on the current record it read,
+        so if another writer committed meanwhile, it reads and verifies again.
+        """
         key = self.config.key
-        if not self.read_only and self.lease is None:
-            self.lease, self._lease_etag = lease.acquire(
-                self.store, key, self.lease_seconds, wait_seconds=self.lease_wait
-            )
+        for _ in range(CLAIM_ATTEMPTS):
+            if not self.read_only and self.lease is None:
+                # Before reading, so that what is restored is what the previous writer flushed last.
+                lease.wait_until_free(self.store, key, self.lease_wait)
+            current, listing = self._load_current(conn)
+            if self.read_only:
+                return
+            if self.lease is None:
+                self.lease, self._lease_etag = lease.acquire(
+                    self.store, key, self.lease_seconds, wait_seconds=self.lease_wait
+                )
+            try:
+                self._current = self._claim(current, listing)
+            except PreconditionFailed:
+                continue  # another writer committed since it was read: read and verify again
+            self._generations = self._drop_unfinished(listing, current)
+            return
+        raise SnapshotError(
+            f"the current record of {self.store.describe()} changed {CLAIM_ATTEMPTS} times while this writer "
+            "started: another process keeps committing to the bucket. Stop it, then start this one again."
+        )
+
+    def _load_current(self, conn: sqlite3.Connection) -> tuple[Current | None, list[GenerationObjects]]:
+        """Verify the current snapshot and load it into ``conn``; the current record and the generations listed.
+
+        A reader lists the generations only when there is no current record.
+        """
+        key = self.config.key
         try:
             current = generations.read_current(self.store, key)
         except SnapshotCorrupt as damage:
             raise CurrentSnapshotCorrupt(damage, self._newest_verifying(None)) from None
-        listing = generations.list_generation_objects(self.store, key) if current is None else None
-        if current is None and listing and any(g.has_record for g in listing):
+        listing = generations.list_generation_objects(self.store, key) if current is None or not self.read_only else []
+        if current is None and any(g.has_record for g in listing):
             damage = SnapshotCorrupt(generations.current_key(key), "it is missing, but the bucket holds generations")
             raise CurrentSnapshotCorrupt(damage, self._newest_verifying(None))
         source = current.record if current is not None else None
@@ -270,37 +310,58 @@ class BucketSQLite:
             except SnapshotCorrupt as damage:
                 raise CurrentSnapshotCorrupt(damage, self._newest_verifying(source.name)) from None
         self.restored_from = source
-        if self.read_only:
-            return
-        # Claiming the current record fences off any earlier writer that is merely paused.
-        self._current = generations.commit(
-            self.store, key, current.record if current else None, self.writer_id, etag=current.etag if current else None
+        return current, listing
+
+    def _claim(self, current: Current | None, listing: list[GenerationObjects]) -> Current:
+        """Make the current record name this writer, which fences off a predecessor that is merely paused.
+
+        The claim skips the sequence number the predecessor would use next,
+        so a flush it still finishes can never share a number with one of ours.
+        """
+        used = max((g.seq for g in listing), default=0)
+        next_seq = used + 1 if current is None else max(current.next_seq, current.seq + 1, used + 1) + 1
+        claimed = generations.commit(
+            self.store,
+            self.config.key,
+            current.record if current is not None else None,
+            self.writer_id,
+            etag=current.etag if current is not None else None,
+            next_seq=next_seq,
         )
-        if listing is None:
-            listing = generations.list_generation_objects(self.store, key)
-        self._generations = self._drop_orphans(listing)
+        self._next_seq = next_seq
+        return claimed
 
     def _newest_verifying(self, excluding: str | None) -> str | None:
         good = generations.newest_verifying(self.store, self.config.key, keys=self.verify_keys, excluding=excluding)
         return good.name if good is not None else None
 
-    def _drop_orphans(self, listing: list[GenerationObjects]) -> list[GenerationObjects]:
-        """Delete what crashed flushes left (chunks without a record); return the generations that remain."""
+    def _drop_unfinished(self, listing: list[GenerationObjects], current: Current | None) -> list[GenerationObjects]:
+        """Delete generations that were never committed; return the ones that remain.
+
+        Those are a crashed flush's data without a record, and generations
+        `lineage` proves uncommitted (a fenced writer's rejected flush, a
+        failed attempt). This writer has claimed the bucket, so none of them
+        can be committed any more. A failure to delete is only logged.
+        """
+        records = generations.read_records(
+            self.store, [generations.record_key(self.config.key, g.name, GENERATION) for g in listing if g.has_record]
+        )
+        never = uncommitted(records, current.record if current is not None else None)
         kept = []
         for generation in listing:
-            if generation.has_record:
+            if generation.has_record and generation.name not in never:
                 kept.append(generation)
                 continue
             try:
                 generations.delete_generation(self.store, generation)
             except ObjectStoreError:
-                logger.warning("BucketSQLite could not delete the unfinished generation %s", generation.name)
+                logger.warning("BucketSQLite could not delete the uncommitted generation %s", generation.name)
         return kept
 
     @property
     def writer_id(self) -> str:
-        """Who this writer is in the current record: host, pid and the lease's token."""
-        return f"{self.lease.holder}/{self.lease.token}" if self.lease else ""
+        """Who this writer is in the current record and on every object it writes: host, pid, lease token."""
+        return self.lease.writer_id if self.lease else ""
 
     def stop(self) -> None:
         """Stop the flush loop, make a final flush, release the lease and close the database.
@@ -485,41 +546,47 @@ class BucketSQLite:
         return result
 
     def _commit_generation(self, source: bytes | Path, progress: Progress | None = None) -> SnapshotRecord:
-        """Write ``source`` as the next generation and make it current, fenced on the current record."""
+        """Write ``source`` as the next generation and make it current, fenced on the current record.
+
+        An attempt that fails is remembered, and deleted once a later
+        generation is committed (it may even have been committed unseen,
+        until then). Its retry reuses the sequence number.
+        """
         current = self._require(self._current)
-        seq = max([current.seq, *(g.seq for g in self._generations)]) + 1
-        record = generations.write(
-            self.store,
-            self.config.key,
-            generations.new_generation_name(seq),
-            GENERATION,
-            source,
-            seq=seq,
-            writer=self.writer_id,
-            signing_key=self.signing_key,
-            progress=progress,
-        )
-        self._generations.append(
-            GenerationObjects(
-                name=record.name,
-                seq=seq,
-                created_at=record.created_at,
-                keys=(record.key, *(c.key for c in record.chunks)),
-                has_record=True,
-            )
-        )
+        seq = self._next_seq
+        attempt = generations.planned(self.config.key, generations.new_generation_name(seq), seq)
         try:
-            self._current = generations.commit(self.store, self.config.key, record, self.writer_id, etag=current.etag)
-        except PreconditionFailed:
-            # Our own earlier commit may have landed although its answer was lost: then it is still ours.
-            now = generations.read_current(self.store, self.config.key)
-            if now is None or now.writer != self.writer_id:
-                raise
-            self._current = generations.commit(self.store, self.config.key, record, self.writer_id, etag=now.etag)
+            record = generations.write(
+                self.store,
+                self.config.key,
+                attempt.name,
+                GENERATION,
+                source,
+                seq=seq,
+                writer=self.writer_id,
+                signing_key=self.signing_key,
+                parent=current.record.name if current.record is not None else None,
+                progress=progress,
+            )
+            self._current = generations.commit(
+                self.store, self.config.key, record, self.writer_id, etag=current.etag, next_seq=seq + 1
+            )
+        except BaseException:
+            self._abandoned.append(attempt)
+            raise
+        self._next_seq = seq + 1
+        self._generations.append(replace(attempt, created_at=record.created_at))
         return record
 
     def _apply_retention(self) -> None:
-        """Delete the generations retention no longer keeps; a failure is retried after the next flush."""
+        """Delete failed attempts and the generations retention no longer keeps; failures are retried next time."""
+        for attempt in list(self._abandoned):
+            try:
+                generations.delete_generation(self.store, attempt)
+            except ObjectStoreError:
+                logger.warning("BucketSQLite could not delete the failed flush %s; will retry", attempt.name)
+                return
+            self._abandoned.remove(attempt)
         current = self._current.record.name if self._current and self._current.record else None
         keep = generations.retained(
             self._generations,
@@ -650,10 +717,6 @@ class BucketSQLite:
             self.lease, self._lease_etag = lease.renew(self.store, self.config.key, current, self._lease_etag)
             self._lease_failures = 0
         except PreconditionFailed as exc:
-            holder, etag = lease.read_versioned(self.store, self.config.key)
-            if holder is not None and current.same_holder(holder) and etag is not None:
-                self._lease_etag = etag  # our own renewal landed although its answer was lost
-                return
             with self._flush_lock, contextlib.suppress(WriterFenced):
                 self._fence(exc)
         except ObjectStoreError:
@@ -736,25 +799,20 @@ class BucketSQLite:
         self.lease, self._lease_etag = lease.acquire(self.store, self.config.key, self.lease_seconds)
         try:
             with self._verified(source, progress) as path:
-                self._current = self._current_for_recovery()
                 self._generations = generations.list_generation_objects(self.store, self.config.key)
+                self._current = self._claim(self._current_for_recovery(), self._generations)
                 return self._commit_generation(path)
         finally:
             self._release_lease()
 
-    def _current_for_recovery(self) -> Current:
-        """The current record to replace: claimed if there is none, its bare version if it cannot be read."""
+    def _current_for_recovery(self) -> Current | None:
+        """The current record to replace: as it is, or only its version when it cannot be read."""
         key = self.config.key
         try:
-            current = generations.read_current(self.store, key)
+            return generations.read_current(self.store, key)
         except SnapshotCorrupt:
             info = self.store.head(generations.current_key(key))
-            if info is None:
-                return self._current_for_recovery()
-            return Current(record=None, writer="", updated_at=0.0, etag=info.etag)
-        if current is None:
-            current = generations.commit(self.store, key, None, self.writer_id, etag=None)
-        return current
+            return None if info is None else Current(record=None, writer="", updated_at=0.0, etag=info.etag)
 
     @contextlib.contextmanager
     def _verified(self, source: str | Path, progress: Progress | None) -> Iterator[Path]:

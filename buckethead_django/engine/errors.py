@@ -34,6 +34,21 @@ class PreconditionFailed(ObjectStoreError):
         self.key = key
 
 
+class BucketMisconfigured(ObjectStoreError):
+    """The bucket is missing, or these credentials may not use it: a configuration error, not an outage.
+
+    Retrying cannot help, so a writer that meets it at startup fails at once.
+    """
+
+
+class BucketNotFound(BucketMisconfigured):
+    """The bucket does not exist at the configured endpoint."""
+
+
+class BucketAccessDenied(BucketMisconfigured):
+    """The service refused these credentials for the bucket."""
+
+
 class SnapshotError(BucketHeadError):
     """A snapshot could not be written or read."""
 

@@ -13,11 +13,12 @@ flush can never overwrite a snapshot. A flush is committed by replacing
 ``K.current`` conditionally on the version this writer last saw: a writer
 whose lease was taken over while it was paused finds that version gone and
 is fenced off, instead of silently rolling the bucket back. A crash at any
-point leaves ``K.current`` naming a whole, verified generation; the objects of
-a generation that was never committed are harmless and pruned later.
+point leaves ``K.current`` naming a whole, verified generation. A generation
+that was never committed is never listed or offered for restore (see
+`lineage`), and the next writer deletes it.
 
 Generation names are ``<sequence>-<random>``: they sort by age, and two
-writers can never pick the same one.
+writers never use the same sequence number.
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, TypeVar, cast
 
 from .errors import ObjectNotFound, SnapshotCorrupt
+from .lineage import generation_seq, uncommitted
 from .objectstore import ObjectStore, Progress, iter_objects
 from .objectstore.base import Digest, sha256_file
+from .objectstore.conditional import put_conditionally
 from .record import GENERATION, LABELLED, LEGACY, Chunk, SnapshotRecord
 from .snapshot import CONTENT_TYPE, validate
 
@@ -52,17 +56,28 @@ LATEST, PREVIOUS = "latest", "previous"
 LEGACY_LATEST, LEGACY_PREVIOUS = "legacy", "legacy-previous"
 RESERVED = (LATEST, PREVIOUS, LEGACY_LATEST, LEGACY_PREVIOUS)
 _LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,99}$")
-_GENERATION = re.compile(r"^(\d{10})-[0-9a-f]{8}$")
+#: Records read at once when listing: a bucket's round trips overlap, a local directory does not mind.
+READ_CONCURRENCY = 8
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
 class Current:
-    """The ``K.current`` record: the committed generation (None before the first flush) and its writer."""
+    """The ``K.current`` record: the committed generation (None before the first flush) and its writer.
+
+    ``next_seq`` is the sequence number that writer uses for its next
+    generation (0 when a version that did not record it wrote the object).
+    A writer that claims the bucket skips it, so a paused predecessor's
+    flush and its own can never share a number.
+    """
 
     record: SnapshotRecord | None
     writer: str
     updated_at: float
     etag: str
+    next_seq: int = 0
 
     @property
     def seq(self) -> int:
@@ -89,12 +104,6 @@ class SnapshotEntry:
 
 def new_generation_name(seq: int) -> str:
     return f"{seq:010d}-{uuid.uuid4().hex[:8]}"
-
-
-def generation_seq(name: str) -> int | None:
-    """The sequence number of a generation name, or None if ``name`` is not one."""
-    match = _GENERATION.match(name)
-    return int(match.group(1)) if match else None
 
 
 def validate_label(label: str) -> str:
@@ -140,6 +149,7 @@ def read_current(store: ObjectStore, key: str) -> Current | None:
             writer=str(raw.get("writer", "")),
             updated_at=float(raw.get("updated_at", 0)),
             etag=info.etag,
+            next_seq=int(raw.get("next_seq", 0)),
         )
     except ObjectNotFound:
         return None
@@ -147,21 +157,27 @@ def read_current(store: ObjectStore, key: str) -> Current | None:
         raise SnapshotCorrupt(current_key(key), f"it cannot be read ({exc!r})") from None
 
 
-def commit(store: ObjectStore, key: str, record: SnapshotRecord | None, writer: str, *, etag: str | None) -> Current:
+def commit(
+    store: ObjectStore, key: str, record: SnapshotRecord | None, writer: str, *, etag: str | None, next_seq: int
+) -> Current:
     """Make ``record`` current, only if ``K.current`` is still at ``etag`` (None: only if there is none).
 
     Raises `PreconditionFailed` when another writer changed it since: the caller has been fenced off.
     """
+    updated_at = time.time()
     body = {
         "format": 1,
         "generation": None if record is None else record.name,
         "record": None if record is None else json.loads(record.to_json()),
         "writer": writer,
-        "updated_at": time.time(),
+        "updated_at": updated_at,
+        "next_seq": next_seq,
     }
     data = json.dumps(body, sort_keys=True, indent=1).encode("utf-8")
-    info = store.put(current_key(key), data, content_type="application/json", if_none_match=etag is None, if_match=etag)
-    return Current(record=record, writer=writer, updated_at=body["updated_at"], etag=info.etag)
+    info = put_conditionally(
+        store, current_key(key), data, writer=writer, if_match=etag, content_type="application/json"
+    )
+    return Current(record=record, writer=writer, updated_at=updated_at, etag=info.etag, next_seq=next_seq)
 
 
 # -- writing snapshots ------------------------------------------------------------------------
@@ -169,6 +185,10 @@ def commit(store: ObjectStore, key: str, record: SnapshotRecord | None, writer: 
 
 def record_key(key: str, name: str, kind: str) -> str:
     return base_of(key, kind) + name + RECORD_SUFFIX
+
+
+def chunk_key_of(key: str, name: str, kind: str, index: int) -> str:
+    return base_of(key, kind) + name + CHUNK_SUFFIX.format(index=index)
 
 
 def write(
@@ -181,19 +201,20 @@ def write(
     seq: int,
     writer: str,
     signing_key: bytes | None,
+    parent: str | None = None,
     progress: Progress | None = None,
 ) -> SnapshotRecord:
     """Upload ``source`` (a database image, or a file holding one) as a new snapshot and write its record.
 
     Both objects are created only if absent, so an existing snapshot is
-    never overwritten; `PreconditionFailed` means the name is taken.
+    never overwritten; `PreconditionFailed` means another writer has the name.
     """
-    chunk_key = base_of(key, kind) + name + CHUNK_SUFFIX.format(index=0)
+    chunk_key = chunk_key_of(key, name, kind, 0)
     if isinstance(source, Path):
         digest, size = sha256_file(source)
     else:
         size, digest = len(source), hashlib.sha256(source).hexdigest()
-    store.put(chunk_key, source, content_type=CONTENT_TYPE, metadata={"sha256": digest}, if_none_match=True)
+    put_conditionally(store, chunk_key, source, writer=writer, sha256=digest, content_type=CONTENT_TYPE)
     if progress is not None:
         progress(size)
     record = SnapshotRecord(
@@ -205,6 +226,7 @@ def write(
         chunks=(Chunk(key=chunk_key, size=size, sha256=digest),),
         seq=seq,
         writer=writer,
+        parent=parent,
     ).signed_with(signing_key)
     return _write_record(store, key, record)
 
@@ -223,7 +245,7 @@ def copy(
     """A new snapshot with the same content as ``source``, by server-side copies of its chunks."""
     chunks = []
     for index, chunk in enumerate(source.chunks):
-        target = base_of(key, kind) + name + CHUNK_SUFFIX.format(index=index)
+        target = chunk_key_of(key, name, kind, index)
         if store.head(target) is not None:
             raise FileExistsError(target)
         store.copy(chunk.key, target)
@@ -243,7 +265,7 @@ def copy(
 
 def _write_record(store: ObjectStore, key: str, record: SnapshotRecord) -> SnapshotRecord:
     target = record_key(key, record.name, record.kind)
-    store.put(target, record.to_json(), content_type="application/json", if_none_match=True)
+    put_conditionally(store, target, record.to_json(), writer=record.writer, content_type="application/json")
     return replace(record, key=target)
 
 
@@ -360,6 +382,17 @@ class GenerationObjects:
     has_record: bool
 
 
+def planned(key: str, name: str, seq: int) -> GenerationObjects:
+    """The objects a one-chunk generation called ``name`` is made of, before (or whether or not) they exist."""
+    return GenerationObjects(
+        name=name,
+        seq=seq,
+        created_at=time.time(),
+        keys=(record_key(key, name, GENERATION), chunk_key_of(key, name, GENERATION, 0)),
+        has_record=True,
+    )
+
+
 def list_generation_objects(store: ObjectStore, key: str) -> list[GenerationObjects]:
     """Every generation in the bucket, oldest first, from one listing (no object is read)."""
     base = base_of(key, GENERATION)
@@ -383,16 +416,34 @@ def list_generation_objects(store: ObjectStore, key: str) -> list[GenerationObje
 
 def list_records(store: ObjectStore, key: str, kind: str) -> list[SnapshotRecord]:
     """Every readable record of ``kind`` (generations or labels), newest first; unreadable ones are skipped."""
-    base = base_of(key, kind)
-    records = []
-    for info in iter_objects(store, base):
-        if not info.key.endswith(RECORD_SUFFIX):
-            continue
+    keys = [info.key for info in iter_objects(store, base_of(key, kind)) if info.key.endswith(RECORD_SUFFIX)]
+    return sorted(read_records(store, keys), key=lambda r: (r.seq, r.created_at), reverse=True)
+
+
+def read_records(store: ObjectStore, keys: Sequence[str]) -> list[SnapshotRecord]:
+    """The records at ``keys`` that can be read, read concurrently; unreadable ones are left out."""
+
+    def read(record_object: str) -> SnapshotRecord | None:
         try:
-            records.append(SnapshotRecord.from_json(store.get(info.key), key=info.key))
+            return SnapshotRecord.from_json(store.get(record_object), key=record_object)
         except (SnapshotCorrupt, ObjectNotFound):
-            continue
-    return sorted(records, key=lambda r: (r.seq, r.created_at), reverse=True)
+            return None
+
+    return [r for r in _concurrently(read, keys) if r is not None]
+
+
+def _concurrently(call: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    if len(items) < 2:
+        return [call(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(READ_CONCURRENCY, len(items))) as pool:
+        return list(pool.map(call, items))
+
+
+def restorable_generations(store: ObjectStore, key: str, current: SnapshotRecord | None) -> list[SnapshotRecord]:
+    """Every readable generation but those `lineage` proves were never committed, newest first."""
+    records = list_records(store, key, GENERATION)
+    never = uncommitted(records, current)
+    return [r for r in records if r.name not in never]
 
 
 def list_snapshots(store: ObjectStore, key: str) -> list[SnapshotEntry]:
@@ -400,7 +451,7 @@ def list_snapshots(store: ObjectStore, key: str) -> list[SnapshotEntry]:
     committed = _readable_current(store, key)
     current_name = committed.name if committed is not None else None
     records = [
-        *list_records(store, key, GENERATION),
+        *restorable_generations(store, key, committed),
         *list_records(store, key, LABELLED),
         *legacy_records(store, key),
     ]
@@ -421,7 +472,7 @@ def find_snapshot(store: ObjectStore, key: str, name: str) -> SnapshotEntry:
     if name == LATEST and committed is not None:
         record = committed
     elif name == PREVIOUS and committed is not None:
-        older = [r for r in list_records(store, key, GENERATION) if r.seq < committed.seq]
+        older = [r for r in restorable_generations(store, key, committed) if r.seq < committed.seq]
         if not older:
             raise KeyError(name)
         record = older[0]
@@ -430,12 +481,15 @@ def find_snapshot(store: ObjectStore, key: str, name: str) -> SnapshotEntry:
         if not found:
             raise KeyError(name)
         record = found[0]
+    elif generation_seq(name) is not None:
+        # A generation that was written but never committed is no snapshot of the bucket's history.
+        found = [r for r in restorable_generations(store, key, committed) if r.name == name]
+        if not found:
+            raise KeyError(name)
+        record = found[0]
     else:
-        kind = GENERATION if generation_seq(name) is not None else LABELLED
         try:
-            if kind == LABELLED:
-                validate_label(name)
-            record = read_record(store, key, name, kind)
+            record = read_record(store, key, validate_label(name), LABELLED)
         except (ValueError, ObjectNotFound):
             raise KeyError(name) from None
     return _entry(record, committed is not None and record.kind == GENERATION and record.name == committed.name)
@@ -453,8 +507,11 @@ def _readable_current(store: ObjectStore, key: str) -> SnapshotRecord | None:
 def newest_verifying(
     store: ObjectStore, key: str, *, keys: Sequence[bytes], excluding: str | None = None
 ) -> SnapshotRecord | None:
-    """The newest generation or label that passes every check (each candidate is downloaded), or None."""
-    candidates = [*list_records(store, key, GENERATION), *list_records(store, key, LABELLED)]
+    """The newest committed generation or label that passes every check (each candidate is downloaded), or None."""
+    candidates = [
+        *restorable_generations(store, key, _readable_current(store, key)),
+        *list_records(store, key, LABELLED),
+    ]
     for record in sorted(candidates, key=lambda r: r.created_at, reverse=True):
         if record.name == excluding:
             continue

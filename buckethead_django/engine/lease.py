@@ -25,9 +25,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from .errors import ObjectNotFound, PreconditionFailed, WriterConflict
 from .objectstore import ObjectStore
+from .objectstore.conditional import put_conditionally
 
 LEASE_SUFFIX = ".lease"
 DEFAULT_LEASE_SECONDS = 300.0
@@ -87,6 +89,11 @@ class WriterLease:
     def renewed(self, lease_seconds: float) -> WriterLease:
         return WriterLease.for_this_process(lease_seconds, self.started_at, self.token)
 
+    @property
+    def writer_id(self) -> str:
+        """Who writes under this lease, as the current record and every object it writes name it."""
+        return f"{self.holder}/{self.token}"
+
     def same_holder(self, other: WriterLease | None) -> bool:
         return other is not None and (other.holder, other.token) == (self.holder, self.token)
 
@@ -94,8 +101,10 @@ class WriterLease:
 def held_by_another(lease: WriterLease | None) -> bool:
     """True if ``lease`` is live and belongs to another process that is still running.
 
-    A lease of this host whose process no longer exists was left behind by a
+    A lease of this host whose process no longer runs was left behind by a
     crash (SIGKILL, power loss): it holds nothing, whatever its expiry says.
+    A killed process that its parent has not reaped yet (a zombie) no longer
+    runs either.
     """
     if lease is None or not lease.live:
         return False
@@ -103,13 +112,22 @@ def held_by_another(lease: WriterLease | None) -> bool:
         return True
     if lease.pid == os.getpid():
         return False
+    return _running(lease.pid)
+
+
+def _running(pid: int) -> bool:
     try:
-        os.kill(lease.pid, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text("ascii", errors="replace")
+    except OSError:
+        return True  # no procfs: a process that exists is taken to run
+    # The state follows the command name, which is in parentheses and may itself contain ") ".
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def lease_key(snapshot_key: str) -> str:
@@ -155,14 +173,28 @@ def acquire(
     runs out.
     """
     deadline = time.monotonic() + wait_seconds
-    mine = WriterLease.for_this_process(lease_seconds)
+    while True:
+        etag = wait_until_free(store, snapshot_key, max(0.0, deadline - time.monotonic()), sleep=sleep)
+        try:
+            return _write(store, snapshot_key, WriterLease.for_this_process(lease_seconds), etag)
+        except PreconditionFailed:
+            continue  # someone else took it between our look and our write: look again
+
+
+def wait_until_free(
+    store: ObjectStore, snapshot_key: str, wait_seconds: float, *, sleep: Callable[[float], None] = time.sleep
+) -> str | None:
+    """Wait up to ``wait_seconds`` until no other live process holds the lease; change nothing.
+
+    Returns the ETag of the free (expired, released or abandoned) lease
+    object, None if there is none. Raises `WriterConflict` when the wait
+    runs out.
+    """
+    deadline = time.monotonic() + wait_seconds
     while True:
         current, etag = read_versioned(store, snapshot_key)
         if not held_by_another(current):
-            try:
-                return _write(store, snapshot_key, mine.renewed(lease_seconds), etag)
-            except PreconditionFailed:
-                continue  # someone else wrote it between our read and our write: look again
+            return etag
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _conflict(store, current, wait_seconds)  # type: ignore[arg-type]
@@ -182,12 +214,13 @@ def release(store: ObjectStore, snapshot_key: str, lease: WriterLease) -> None:
 
 
 def _write(store: ObjectStore, snapshot_key: str, lease: WriterLease, etag: str | None) -> tuple[WriterLease, str]:
-    info = store.put(
+    info = put_conditionally(
+        store,
         lease_key(snapshot_key),
         lease.to_json(),
-        content_type="application/json",
-        if_none_match=etag is None,
+        writer=lease.writer_id,
         if_match=etag,
+        content_type="application/json",
     )
     return lease, info.etag
 

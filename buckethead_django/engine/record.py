@@ -2,8 +2,8 @@
 
 A record lists the snapshot's chunks in order (today always one; the format
 already allows several, so a later version can upload only what changed),
-the SHA-256 of each chunk and of the whole database image, and an HMAC over
-all of that. Loading a snapshot means checking the HMAC first (cache values
+the SHA-256 of each chunk and of the whole database image, the generation it
+follows (its parent), and an HMAC over all of that. Loading a snapshot means checking the HMAC first (cache values
 are pickled: a snapshot someone else wrote would be code execution), then
 every digest, then SQLite's integrity check.
 """
@@ -19,7 +19,9 @@ from dataclasses import asdict, dataclass, field, replace
 
 from .errors import SnapshotCorrupt
 
-FORMAT = 1
+#: Format 2 added ``parent``; format 1 records (which have none) are still read and verified.
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
 GENERATION, LABELLED, LEGACY = "generation", "labelled", "legacy"
 
 
@@ -44,6 +46,8 @@ class SnapshotRecord:
     chunks: tuple[Chunk, ...]
     seq: int = 0
     writer: str = ""
+    #: The generation that was current when this one was written: what it follows if it is committed.
+    parent: str | None = None
     hmac: str | None = None
     format: int = FORMAT
     #: The object this record was read from (not part of the record itself).
@@ -62,6 +66,8 @@ class SnapshotRecord:
         """The canonical bytes the HMAC covers: everything but the HMAC and the record's own key."""
         body = asdict(self)
         del body["hmac"], body["key"]
+        if self.format < FORMAT:
+            del body["parent"]  # what format 1 signed
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
     def signed_with(self, key: bytes | None) -> SnapshotRecord:
@@ -93,8 +99,10 @@ class SnapshotRecord:
         """Parse a record object; `SnapshotCorrupt` if it is not one this version can read."""
         try:
             raw = json.loads(data.decode("utf-8"))
-            if raw.get("format") != FORMAT:
-                raise SnapshotCorrupt(key, f"its record format {raw.get('format')!r} is not {FORMAT}")
+            if raw.get("format") not in READABLE_FORMATS:
+                raise SnapshotCorrupt(
+                    key, f"its record format {raw.get('format')!r} is not one this version reads {READABLE_FORMATS}"
+                )
             return cls(
                 name=str(raw["name"]),
                 kind=str(raw["kind"]),
@@ -106,7 +114,9 @@ class SnapshotRecord:
                 ),
                 seq=int(raw.get("seq", 0)),
                 writer=str(raw.get("writer", "")),
+                parent=None if raw.get("parent") is None else str(raw["parent"]),
                 hmac=None if raw.get("hmac") is None else str(raw["hmac"]),
+                format=int(raw["format"]),
                 key=key,
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:

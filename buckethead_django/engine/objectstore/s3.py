@@ -22,7 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..config import BucketConfig
-from ..errors import ObjectNotFound, ObjectStoreError, PreconditionFailed
+from ..errors import BucketAccessDenied, BucketNotFound, ObjectNotFound, ObjectStoreError, PreconditionFailed
 from .base import ListPage, ObjectInfo, Progress, Source, copy_stream
 
 if TYPE_CHECKING:
@@ -34,6 +34,8 @@ else:
 MAX_SINGLE_PUT = 5 * 1024**3
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+_NO_BUCKET = {"NoSuchBucket"}
+_DENIED = {"403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"}
 _PRECONDITION = {"412", "PreconditionFailed", "ConditionalRequestConflict", "409"}
 
 
@@ -120,6 +122,18 @@ class S3ObjectStore:
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+            if code in _NO_BUCKET:
+                raise BucketNotFound(
+                    f"bucket {self.bucket!r} does not exist at {self.endpoint_url or 'AWS S3'} (or these credentials "
+                    f"cannot see it), so {key!r} cannot be read or written. Create the bucket, or set BUCKET and "
+                    "ENDPOINT_URL (ACCOUNT_ID for Cloudflare R2) to the bucket this site uses."
+                ) from None
+            if code in _DENIED or status == "403":
+                raise BucketAccessDenied(
+                    f"{self.describe()} refused these credentials for {key!r} ({code or status}). Check "
+                    "ACCESS_KEY_ID and SECRET_ACCESS_KEY, and that they may read and write objects in bucket "
+                    f"{self.bucket!r} (on Cloudflare R2: an API token with Object Read & Write on this bucket)."
+                ) from None
             if code in _NOT_FOUND or status == "404":
                 raise ObjectNotFound(key) from None
             if code in _PRECONDITION or status in _PRECONDITION:
