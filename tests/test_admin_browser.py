@@ -1,7 +1,9 @@
 """The BucketHead admin end to end, in headless Chromium against a live server, as an operator uses it.
 
-Driven with selenium like Django's own admin tests. The tests also save the
-screenshots the documentation shows (``docs/images/admin-*.png``).
+Driven with selenium like Django's own admin tests. The tests also take the
+screenshots the documentation shows: into a temporary directory, or, with
+``BUCKETHEAD_SCREENSHOTS=docs/images`` set, over ``docs/images/admin-*.png``
+(a test run otherwise leaves the tree as it found it).
 
 Chromium and its driver come from the system (Debian's ``chromium`` and
 ``chromium-driver``). Without them the tests are skipped on a developer's
@@ -33,7 +35,8 @@ from .tcp_proxy import TcpProxy
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
-IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
+#: Where screenshots go: the docs' images only when asked, so that a test run never changes the tree.
+IMAGES = Path(os.environ.get("BUCKETHEAD_SCREENSHOTS") or tempfile.mkdtemp(prefix="buckethead-screenshots-"))
 # No network here: without these switches Chromium keeps calling home and floods the log with refused connections.
 CHROMIUM_FLAGS = [
     "--headless=new",
