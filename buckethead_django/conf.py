@@ -24,6 +24,8 @@ from .engine.lease import DEFAULT_LEASE_SECONDS
 
 ENV_PREFIX = "BUCKETHEAD_"
 BACKENDS = ("local", "s3")
+#: Who sees the health view's details (errors, the fence, the snapshot, the role): staff users, anyone, or nobody.
+HEALTH_DETAILS = ("staff", "public", "never")
 
 #: Every key the ``BUCKETHEAD`` dict accepts, with its default.
 DEFAULTS: dict[str, Any] = {
@@ -56,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "CUSTOM_DOMAIN": None,
     "QUERYSTRING_EXPIRE": 3600,
     "FILE_OVERWRITE": False,
+    "HEALTH_DETAILS": "staff",
 }
 
 _SECRETS = {"SECRET_ACCESS_KEY", "SESSION_TOKEN", "SIGNING_KEY"}
@@ -222,6 +225,8 @@ def _coerce(values: dict[str, Any], sources: dict[str, str], problems: list[Prob
                 values[key] = _parse_signing_key(value)
             elif key == "KEEP_SNAPSHOTS_MAX_AGE":
                 values[key] = float(value)
+            elif key == "HEALTH_DETAILS":
+                values[key] = _parse_health_details(value)
             elif isinstance(default, bool):
                 values[key] = _parse_bool(value)
             elif isinstance(default, int):
@@ -334,6 +339,24 @@ def _parse_autostart(value: Any) -> bool | None:
     return _parse_bool(value)
 
 
+def _parse_health_details(value: Any) -> str:
+    """One of `HEALTH_DETAILS`; True means "public" and False "never" (also as words in the environment)."""
+    if isinstance(value, bool):
+        return "public" if value else "never"
+    if not isinstance(value, str):
+        raise ValueError(value)
+    text = value.strip().lower()
+    if not text:
+        return str(DEFAULTS["HEALTH_DETAILS"])  # an empty environment variable means "not set"
+    if text in HEALTH_DETAILS:
+        return text
+    if text in _TRUE:
+        return "public"
+    if text in _FALSE:
+        return "never"
+    raise ValueError(value)
+
+
 def _parse_signing_key(value: Any) -> str | bool | None:
     """A secret string, or False to disable signing ('off', 'false', '0' in the environment)."""
     if value is False:
@@ -345,13 +368,23 @@ def _parse_signing_key(value: Any) -> str | bool | None:
     return False if value.strip().lower() in _FALSE else value
 
 
+#: What to write instead, for the keys whose values are not plain booleans, numbers or strings.
+_HINTS = {
+    "SIGNING_KEY": "Use a secret string, False to disable signing, or None to derive the key from SECRET_KEY.",
+    "KEEP_SNAPSHOTS_MAX_AGE": "Use a number of seconds (for example 86400 for a day), or None for no age rule.",
+    "AUTOSTART": (
+        "Use True (always start a writer), False (never) or None / 'auto' (decide from how Django was started)."
+    ),
+    "HEALTH_DETAILS": (
+        "Use 'staff' (only staff users see the health view's details), 'public' or True (anyone does), or 'never' "
+        "or False (nobody does)."
+    ),
+}
+
+
 def _type_hint(key: str, default: Any) -> str:
-    if key == "SIGNING_KEY":
-        return "Use a secret string, False to disable signing, or None to derive the key from SECRET_KEY."
-    if key == "KEEP_SNAPSHOTS_MAX_AGE":
-        return "Use a number of seconds (for example 86400 for a day), or None for no age rule."
-    if key == "AUTOSTART":
-        return "Use True (always start a writer), False (never) or None / 'auto' (decide from how Django was started)."
+    if key in _HINTS:
+        return _HINTS[key]
     if isinstance(default, bool):
         return f"Use True or False (in the environment: {', '.join(sorted(_TRUE | _FALSE))})."
     if isinstance(default, (int, float)):

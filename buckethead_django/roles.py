@@ -3,9 +3,10 @@
 A pure function of the command line, the environment and ``AUTOSTART``, so
 the rules can be read (and tested) in one place:
 
-- ``AUTOSTART = True``: the writer, whatever the process is.
 - Under a test runner (``manage.py test``, pytest): a throwaway engine on a
-  temporary directory that never touches the configured bucket.
+  temporary directory that never touches the configured bucket, whatever
+  ``AUTOSTART`` says, so a test run can never overwrite real data.
+- ``AUTOSTART = True``: the writer, whatever else the process is.
 - ``AUTOSTART = False``: never a writer; touching the engine gives a reader.
 - ``manage.py runserver``: the writer in the autoreloader's serving child
   (``RUN_MAIN=true``) or with ``--noreload``; nothing in the reloader's parent.
@@ -51,22 +52,33 @@ class Decision:
     reason: str
 
 
+def _program_and_command(argv: Sequence[str]) -> tuple[str, str | None]:
+    """The program's name, and the management command when the program is ``manage.py`` or ``django-admin``."""
+    program = os.path.basename(argv[0]) if argv else ""
+    if program == "__main__.py" and len(argv[0].split(os.sep)) >= 2:
+        program = argv[0].split(os.sep)[-2]  # python -m gunicorn / python -m django
+    is_manage = program in MANAGE_PROGRAMS or program == "django"
+    return program, (argv[1] if len(argv) > 1 else "help") if is_manage else None
+
+
+def running_tests(argv: Sequence[str], modules: Collection[str]) -> bool:
+    """True under a test runner (``manage.py test``, pytest): such a process must never reach the configured bucket."""
+    return _program_and_command(argv)[1] in TEST_COMMANDS or "pytest" in modules or "_pytest" in modules
+
+
 def decide(  # noqa: PLR0911 - a decision table reads best as early returns
     argv: Sequence[str],
     environ: Mapping[str, str],
     autostart: bool | None,
     modules: Collection[str],
 ) -> Decision:
-    program = os.path.basename(argv[0]) if argv else ""
-    if program == "__main__.py" and len(argv[0].split(os.sep)) >= 2:
-        program = argv[0].split(os.sep)[-2]  # python -m gunicorn / python -m django
-    is_manage = program in MANAGE_PROGRAMS or program == "django"
-    command = (argv[1] if len(argv) > 1 else "help") if is_manage else None
+    program, command = _program_and_command(argv)
 
+    # First: nothing, not even AUTOSTART left in a developer's environment, makes a test run a writer.
+    if running_tests(argv, modules):
+        return Decision(Role.TEST, False, "running tests: a throwaway engine on a temporary directory")
     if autostart is True:
         return Decision(Role.WRITER, True, "BUCKETHEAD['AUTOSTART'] is True")
-    if command in TEST_COMMANDS or "pytest" in modules or "_pytest" in modules:
-        return Decision(Role.TEST, False, "running tests: a throwaway engine on a temporary directory")
     if autostart is False:
         return Decision(Role.READER, False, "BUCKETHEAD['AUTOSTART'] is False")
     if command in RUNSERVER_COMMANDS:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from django.core.exceptions import ImproperlyConfigured
 from . import shutdown, signals
 from .conf import get_settings
 from .engine import BucketConfig, BucketHeadError, BucketSQLite, NotStarted, SnapshotConfig
-from .roles import Decision, Role
+from .roles import Decision, Role, running_tests
 
 logger = logging.getLogger("buckethead_django")
 
@@ -63,12 +64,23 @@ def configure(decision: Decision) -> None:
 
 
 def role() -> Role:
-    """This process's role (``idle`` before Django has called ``ready()``)."""
-    return _decision.role if _decision else Role.IDLE
+    """This process's role, as `configure()` recorded it, else as `_undecided()` says."""
+    return (_decision or _undecided()).role
 
 
 def decision() -> Decision | None:
     return _decision
+
+
+def _undecided() -> Decision:
+    """The role of a process whose role Django has not decided (before ``ready()``, or without the app installed).
+
+    Under a test runner it is still the throwaway engine: a test must never
+    reach the configured bucket, not even to read it.
+    """
+    if running_tests(sys.argv, sys.modules.keys()):
+        return Decision(Role.TEST, False, "running tests: a throwaway engine on a temporary directory")
+    return Decision(Role.IDLE, False, "Django has not decided this process's role")
 
 
 def get_buckethead() -> BucketSQLite:
@@ -95,9 +107,9 @@ def _start() -> BucketSQLite:
                 f"BucketHead has stopped in pid {os.getpid()}: the process is exiting after its final flush, so it "
                 "starts no engine again. Retry the request once the server is back."
             )
-        current = role()
+        current = _decision or _undecided()
         settings = get_settings()
-        if current is Role.TEST:
+        if current.role is Role.TEST:
             engine = _test_engine()
         else:
             if settings.errors:
@@ -107,7 +119,8 @@ def _start() -> BucketSQLite:
                     + " (run `manage.py check` for details)"
                 )
             engine = settings.engine(
-                read_only_reason=None if current is Role.WRITER else _read_only_reason(), **signals.engine_callbacks()
+                read_only_reason=None if current.role is Role.WRITER else _read_only_reason(),
+                **signals.engine_callbacks(),
             )
         engine.start()
         _engine = engine
@@ -115,16 +128,16 @@ def _start() -> BucketSQLite:
             shutdown.install(_stop_at_exit)
         logger.info(
             "BucketHead started as %s in pid %d on %s (%s)",
-            "read-only reader" if engine.read_only else current,
+            "read-only reader" if engine.read_only else current.role,
             os.getpid(),
             engine.store.describe(),
-            _decision.reason if _decision else "no role decided",
+            current.reason,
         )
         return engine
 
 
 def _read_only_reason() -> str:
-    why = _decision.reason if _decision else "Django has not decided this process's role"
+    why = (_decision or _undecided()).reason
     return (
         f"BucketHead is read-only in this process ({why}): only the serving process (runserver, gunicorn, "
         "uvicorn...) writes, so that it never overwrites changes made elsewhere. Make the change through the "
@@ -149,7 +162,9 @@ def stop() -> None:
 
     The engine stays the process's engine until it has stopped, so a request
     still running meanwhile is refused its writes rather than given a new one.
-    If the final flush fails, the database is kept in a local file.
+    If the final flush fails, the database is kept in a local file. The log
+    says which of these happened, since an operator reads it to know whether
+    the bucket holds the last changes.
     """
     global _engine  # noqa: PLW0603
     with _lock:
@@ -161,24 +176,56 @@ def stop() -> None:
     except Exception:
         if engine.started and not engine.read_only:
             path = engine.save_local_copy("shutdown")
-            logger.error(
-                "BucketHead's final flush failed in pid %d; the database is saved in %s. Once the bucket is back, "
-                "restore it with `python manage.py buckethead restore --file %s`.",
-                os.getpid(),
-                path,
-                path,
-            )
+            if engine.fenced is not None:  # taken over before this flush: the bucket is fine, it is someone else's
+                logger.error(
+                    "BucketHead's final flush in pid %d was refused: another writer has taken the bucket over, so "
+                    "the changes made here since then are not in it. The database is saved in %s; compare it with "
+                    "the bucket and restore it (`python manage.py buckethead restore --file %s`) only if it holds "
+                    "what you need.",
+                    os.getpid(),
+                    path,
+                    path,
+                )
+            else:
+                logger.error(
+                    "BucketHead's final flush failed in pid %d; the database is saved in %s. Once the bucket is "
+                    "back, restore it with `python manage.py buckethead restore --file %s`.",
+                    os.getpid(),
+                    path,
+                    path,
+                )
         raise
     finally:
         with _lock:
             if _engine is engine and not engine.started:
                 _engine = None
     if not engine.read_only:
-        result = engine.last_flush
-        logger.info(
-            "BucketHead stopped in pid %d after its final flush (%s)",
+        _log_stopped(engine)
+
+
+def _log_stopped(engine: BucketSQLite) -> None:
+    """Say how a writer that stopped without an error left the bucket: flushed, unchanged, or fenced off."""
+    if engine.fenced is not None:
+        # A fenced writer makes no final flush (it would roll the bucket back): it saved a local copy instead.
+        logger.warning(
+            "BucketHead stopped in pid %d without a final flush: another writer had taken the bucket over, so the "
+            "changes made here since then are not in the bucket. The database is saved in the local file named "
+            "in the error above (`buckethead restore --file` restores it).",
             os.getpid(),
-            f"uploaded {result.bytes} bytes" if result and result.uploaded else "nothing had changed",
+        )
+        return
+    result = engine.last_flush  # set by the final flush of engine.stop(), which raises if it cannot flush
+    if result is not None and result.uploaded:
+        logger.info(
+            "BucketHead stopped in pid %d after its final flush (uploaded %d bytes as snapshot %s)",
+            os.getpid(),
+            result.bytes,
+            result.generation,
+        )
+    else:
+        logger.info(
+            "BucketHead stopped in pid %d after its final flush (nothing had changed since the last snapshot)",
+            os.getpid(),
         )
 
 

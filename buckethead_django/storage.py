@@ -36,7 +36,7 @@ from django.utils.http import content_disposition_header
 from storages.backends.s3 import S3Storage
 from storages.utils import ReadBytesWrapper, clean_name, is_seekable
 
-from .conf import get_settings
+from .conf import BucketHeadSettings, get_settings
 from .engine import BucketSQLite, ObjectNotFound
 from .engine.interfaces import InvalidName, NamedFile, NameTaken, validate_name
 from .engine.objectstore import Source
@@ -65,6 +65,8 @@ class BucketHeadStorage(S3Storage):
                 "BucketHeadStorage does not support 'gzip': blobs are stored byte for byte as saved, so that "
                 "identical uploads share one blob and every backend reads them back the same way."
             )
+        #: The bucket BUCKETHEAD stores files in (None with the local backend), which a local test engine stands for.
+        self._configured_bucket = _configured_bucket(get_settings())
 
     def get_default_settings(self) -> dict[str, Any]:
         """django-storages' defaults, with the bucket, credentials and URL options taken from ``BUCKETHEAD``.
@@ -83,7 +85,7 @@ class BucketHeadStorage(S3Storage):
         cfg = None if conf.errors else conf.bucket_config()
         return {
             **super().get_default_settings(),
-            "bucket_name": values["BUCKET"] or None,
+            "bucket_name": _configured_bucket(conf),
             "endpoint_url": cfg.endpoint_url if cfg else values["ENDPOINT_URL"],
             "region_name": cfg.region if cfg else values["REGION"],
             "access_key": values["ACCESS_KEY_ID"],
@@ -104,13 +106,36 @@ class BucketHeadStorage(S3Storage):
     # -- helpers -------------------------------------------------------------------
 
     def _engine(self) -> BucketSQLite:
-        """The process's engine, after checking that this storage reads the bucket the engine writes."""
+        """The process's engine, after checking that this storage reads the bucket the engine writes.
+
+        A local engine writes no bucket at all, so a storage that names one
+        would silently keep every file on local disk; it is refused, unless
+        it names the configured bucket that a test run's throwaway engine
+        stands in for.
+        """
         engine = get_buckethead()
-        if not engine.config.is_local and self.bucket_name != engine.config.bucket:
+        bucket = self.bucket_name or None
+        if not engine.config.is_local:
+            if bucket != engine.config.bucket:
+                raise ImproperlyConfigured(
+                    f"BucketHeadStorage reads bucket {bucket!r} but the BucketHead engine stores files in "
+                    f"{engine.config.bucket!r}. Remove 'bucket_name' from the storage OPTIONS, or make it match "
+                    "BUCKETHEAD['BUCKET']."
+                )
+        elif bucket is not None and bucket != self._configured_bucket:
+            if self._configured_bucket is not None:
+                raise ImproperlyConfigured(
+                    f"BucketHeadStorage reads bucket {bucket!r} but BUCKETHEAD['BUCKET'] is "
+                    f"{self._configured_bucket!r}. Remove 'bucket_name' from the storage OPTIONS, or make it match "
+                    "BUCKETHEAD['BUCKET']."
+                )
             raise ImproperlyConfigured(
-                f"BucketHeadStorage reads bucket {self.bucket_name!r} but the BucketHead engine stores files in "
-                f"{engine.config.bucket!r}. Remove 'bucket_name' from the storage OPTIONS, or make it match "
-                "BUCKETHEAD['BUCKET']."
+                f"BucketHeadStorage names bucket {bucket!r} in its OPTIONS, but BucketHead uses the local backend "
+                f"({engine.store.describe()}), so no file would ever reach that bucket. To store files in it, set "
+                f"BUCKETHEAD['BACKEND'] = 's3' and BUCKETHEAD['BUCKET'] = {bucket!r} (with its ENDPOINT_URL or "
+                "ACCOUNT_ID and credentials: the storage takes them from there) and remove the bucket options "
+                "(bucket_name, endpoint_url, credentials) from the storage OPTIONS. To keep files on local disk, "
+                "remove those options instead."
             )
         return engine
 
@@ -269,6 +294,11 @@ class SignedBlob:
         if time.time() > expires_at:
             raise signing.SignatureExpired(f"the link expired at {expires_at}")
         return cls(bh_key, filename, content_type, int(expires_at))
+
+
+def _configured_bucket(conf: BucketHeadSettings) -> str | None:
+    """The bucket the configuration stores files in: None with the local backend, whose files stay on disk."""
+    return (conf["BUCKET"] or None) if conf["BACKEND"] == "s3" else None
 
 
 def _source(content: File) -> Source:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
+from django.apps import apps
 from django.core import signing
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, JsonResponse
@@ -11,10 +13,14 @@ from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_safe
 
 from . import runtime
+from .conf import get_settings
 from .engine import ObjectNotFound
 from .health import FAILING, engine_health
 from .runtime import get_buckethead
 from .storage import SignedBlob
+
+#: What anyone may see, for uptime monitors: how the process is doing and how old the bucket's copy of its data is.
+PUBLIC_HEALTH_FIELDS = ("status", "last_upload_age_seconds", "last_good_snapshot_age_seconds")
 
 
 @require_safe
@@ -25,16 +31,24 @@ def health(request: HttpRequest) -> JsonResponse:
     the change stays pending; ``last_upload_age_seconds`` says how old the
     bucket's copy is. ``failing`` means there is no engine (it could not
     start), or that this process was fenced off: another writer took the
-    bucket over, so nothing changed here reaches the bucket any more
-    (``fenced`` says why). ``current_snapshot`` names the generation the
-    bucket's current state is, as far as this process knows.
+    bucket over, so nothing changed here reaches the bucket any more.
+
+    The status and the ages are public. The details (the errors and the
+    fence, which name the bucket and its endpoint, the current snapshot, the
+    role) are shown as ``BUCKETHEAD['HEALTH_DETAILS']`` allows: by default
+    to staff users only.
     """
     try:
         engine = get_buckethead()
     except Exception as exc:  # noqa: BLE001 - any reason the engine cannot run is reported, not raised
-        response = JsonResponse({"status": FAILING, "role": str(runtime.role()), "error": str(exc)}, status=503)
-        patch_cache_control(response, no_store=True)
-        return response
+        body: dict[str, Any] = {
+            "status": FAILING,
+            "last_upload_age_seconds": None,
+            "last_good_snapshot_age_seconds": None,
+            "role": str(runtime.role()),
+            "error": str(exc),
+        }
+        return _health_response(request, body)
     health = engine_health(engine)
     body = {
         **health.as_json(),
@@ -45,9 +59,30 @@ def health(request: HttpRequest) -> JsonResponse:
     }
     if health.status == FAILING:
         body["error"] = health.fenced
-    response = JsonResponse(body, status=503 if health.status == FAILING else 200)
+    return _health_response(request, body)
+
+
+def _health_response(request: HttpRequest, body: dict[str, Any]) -> JsonResponse:
+    """``body``, cut down to the public fields unless the request may see the details; never cached."""
+    if not _shows_health_details(request):
+        body = {field: body[field] for field in PUBLIC_HEALTH_FIELDS}
+    response = JsonResponse(body, status=503 if body["status"] == FAILING else 200)
     patch_cache_control(response, no_store=True)
     return response
+
+
+def _shows_health_details(request: HttpRequest) -> bool:
+    """Whether ``request`` may see the health details: ``HEALTH_DETAILS`` 'public', or 'staff' and a staff user."""
+    who = get_settings()["HEALTH_DETAILS"]
+    if who != "staff":
+        return who == "public"
+    if not apps.is_installed("django.contrib.auth"):
+        return False
+    user = getattr(request, "user", None)  # lazy: loading it reads the session
+    try:
+        return bool(getattr(user, "is_active", False) and getattr(user, "is_staff", False))
+    except Exception:  # noqa: BLE001 - sessions kept in a failing cache or database must not fail the health check
+        return False
 
 
 @require_safe

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
+from django.contrib.auth.models import AbstractUser
+from django.db import connection
 from django.test import Client, override_settings
 from django.urls import reverse
 
@@ -13,7 +21,48 @@ from buckethead_django.engine.generations import find_snapshot
 from buckethead_django.roles import Decision, Role
 from buckethead_django.testing import fresh_buckethead
 
+from .conftest import s3_config
+from .moto_server import CREDENTIALS, MotoServer, free_port
 
+HEALTH = "/buckethead/health/"
+PUBLIC_FIELDS = {"status", "last_upload_age_seconds", "last_good_snapshot_age_seconds"}
+
+
+@pytest.fixture
+def public_details(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Health details for anyone, as a deployment on a private network may choose (``BUCKETHEAD_HEALTH_DETAILS``)."""
+    monkeypatch.setenv("BUCKETHEAD_HEALTH_DETAILS", "public")
+
+
+@pytest.fixture
+def fenced(moto: MotoServer, caplog: pytest.LogCaptureFixture) -> Iterator[BucketSQLite]:
+    """The process's engine on a moto bucket, fenced off by a second writer; its errors name the bucket and endpoint."""
+    with fresh_buckethead(s3_config(moto)) as engine:
+        engine.kv.set("k", "mine")
+        engine.force_flush()
+        with fresh_buckethead(engine.config), runtime.use_engine(engine):  # another writer takes the bucket over
+            engine.kv.set("k", "lost")
+            with pytest.raises(WriterFenced):
+                engine.force_flush()
+            yield engine
+    for saved in re.findall(r"is saved in (\S+\.db)", caplog.text):  # the fenced engine's copy, made at stop
+        Path(saved).unlink(missing_ok=True)
+
+
+def login(client: Client, django_user_model: type[AbstractUser], **flags: bool) -> Client:
+    user = django_user_model.objects.create_user(f"user-{uuid.uuid4().hex[:8]}", password="pw", **flags)
+    client.force_login(user)
+    return client
+
+
+def secrets_in(body: bytes, engine: BucketSQLite) -> list[str]:
+    """Which of the bucket's name and its endpoint (host and port included) ``body`` gives away."""
+    endpoint = engine.config.endpoint_url or ""
+    where = [engine.config.bucket, endpoint, endpoint.removeprefix("http://")]
+    return [s for s in where if s and s in body.decode()]
+
+
+@pytest.mark.usefixtures("public_details")
 @fresh_buckethead()
 def test_health_is_ok_and_says_how_old_the_bucket_copy_is(client: Client) -> None:
     url = reverse("buckethead_django:health")
@@ -33,6 +82,7 @@ def test_health_is_ok_and_says_how_old_the_bucket_copy_is(client: Client) -> Non
     assert client.get(url)["Cache-Control"] == "no-store"
 
 
+@pytest.mark.usefixtures("public_details")
 def test_health_names_the_snapshot_a_reader_loaded(client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     keys = get_settings().signing_keys()
     with BucketSQLite(BucketConfig.local(tmp_path / "bucket"), signing_key=keys[0]) as writer:
@@ -51,6 +101,7 @@ def test_health_names_the_snapshot_a_reader_loaded(client: Client, monkeypatch: 
     assert 0 <= body["last_good_snapshot_age_seconds"] < 30, "the age of the snapshot it loaded"
 
 
+@pytest.mark.usefixtures("public_details")
 @fresh_buckethead()
 def test_health_is_degraded_while_flushes_fail(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = runtime.get_buckethead()
@@ -74,28 +125,21 @@ def test_health_is_degraded_while_flushes_fail(client: Client, monkeypatch: pyte
     assert client.get(reverse("buckethead_django:health")).json()["status"] == "ok"
 
 
-@fresh_buckethead()
-def test_health_is_failing_once_another_writer_has_fenced_this_one_off(client: Client) -> None:
-    engine = runtime.get_buckethead()
-    engine.kv.set("k", "mine")
-    engine.force_flush()
-    flushed = engine.last_upload
-    with fresh_buckethead(engine.config), runtime.use_engine(engine):  # another writer takes the bucket over
-        engine.kv.set("k", "lost")
-        with pytest.raises(WriterFenced):
-            engine.force_flush()
-        response = client.get(reverse("buckethead_django:health"))
+@pytest.mark.usefixtures("public_details")
+def test_health_is_failing_once_another_writer_has_fenced_this_one_off(client: Client, fenced: BucketSQLite) -> None:
+    response = client.get(HEALTH)
     assert response.status_code == 503, "this process's changes can no longer reach the bucket"
     body = response.json()
     assert body["status"] == "failing"
     assert "has taken over" in body["fenced"]
     assert "stopped flushing" in body["fenced"]
     assert body["error"] == body["fenced"] == body["last_error"]
-    assert body["current_snapshot"] == flushed.generation, "the last generation this process committed"
+    assert body["current_snapshot"] == fenced.last_upload.generation, "the last generation this process committed"
     assert body["pending_changes"] is True
     assert response["Cache-Control"] == "no-store"
 
 
+@pytest.mark.usefixtures("public_details")
 def test_health_is_failing_when_there_is_no_engine(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime, "_decision", Decision(Role.READER, False, "test"))
     monkeypatch.setattr(runtime, "_engine", None)
@@ -106,6 +150,137 @@ def test_health_is_failing_when_there_is_no_engine(client: Client, monkeypatch: 
     assert response.json()["status"] == "failing"
     assert "BUCKET" in response.json()["error"]
     assert response["Cache-Control"] == "no-store"
+
+
+# -- who sees what: the status for anyone, the details for staff ------------------------------------------------
+
+
+def test_anonymous_visitors_see_the_status_but_not_which_bucket_failed(client: Client, fenced: BucketSQLite) -> None:
+    response = client.get(HEALTH)
+    assert response.status_code == 503, "an uptime monitor still sees that this process is failing"
+    body = response.json()
+    assert set(body) == PUBLIC_FIELDS
+    assert body["status"] == "failing"
+    assert 0 <= body["last_upload_age_seconds"] < 30
+    assert secrets_in(response.content, fenced) == []
+    assert response["Cache-Control"] == "no-store"
+
+
+@pytest.mark.django_db
+def test_staff_users_see_the_details_and_other_users_do_not(
+    client: Client, django_user_model: type[AbstractUser], fenced: BucketSQLite
+) -> None:
+    customer = login(Client(), django_user_model)
+    body = customer.get(HEALTH).json()
+    assert set(body) == PUBLIC_FIELDS, "a logged-in user who is not staff sees what anyone does"
+    staff = login(client, django_user_model, is_staff=True)
+    response = staff.get(HEALTH)
+    assert response.status_code == 503
+    body = response.json()
+    assert fenced.config.bucket in body["fenced"], "staff see which bucket was taken over, and by whom"
+    assert body["error"] == body["fenced"] == body["last_error"]
+    assert (body["role"], body["read_only"], body["pending_changes"]) == ("test", False, True)
+    assert body["current_snapshot"] == fenced.last_upload.generation
+    inactive = login(Client(), django_user_model, is_staff=True, is_active=False)
+    assert set(inactive.get(HEALTH).json()) == PUBLIC_FIELDS, "a deactivated staff account sees no details"
+
+
+@pytest.mark.parametrize(
+    ("bucket_settings", "environ", "anyone_sees_details"),
+    [
+        ({"HEALTH_DETAILS": "public"}, {}, True),
+        ({"HEALTH_DETAILS": True}, {}, True),
+        ({}, {"BUCKETHEAD_HEALTH_DETAILS": "true"}, True),
+        ({}, {"BUCKETHEAD_HEALTH_DETAILS": "Public"}, True),
+        ({"HEALTH_DETAILS": "staff"}, {}, False),
+        ({}, {"BUCKETHEAD_HEALTH_DETAILS": ""}, False),
+    ],
+)
+def test_health_details_can_be_made_public(
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    fenced: BucketSQLite,
+    bucket_settings: dict[str, Any],
+    environ: dict[str, str],
+    anyone_sees_details: bool,
+) -> None:
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    with override_settings(BUCKETHEAD=bucket_settings):
+        response = client.get(HEALTH)
+    assert response.status_code == 503
+    if anyone_sees_details:
+        assert fenced.config.bucket in response.json()["fenced"]
+    else:
+        assert set(response.json()) == PUBLIC_FIELDS
+        assert secrets_in(response.content, fenced) == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("bucket_settings", "environ"),
+    [({"HEALTH_DETAILS": "never"}, {}), ({"HEALTH_DETAILS": False}, {}), ({}, {"BUCKETHEAD_HEALTH_DETAILS": "off"})],
+)
+def test_health_details_can_be_hidden_from_staff_too(
+    client: Client,
+    django_user_model: type[AbstractUser],
+    monkeypatch: pytest.MonkeyPatch,
+    fenced: BucketSQLite,
+    bucket_settings: dict[str, Any],
+    environ: dict[str, str],
+) -> None:
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    staff = login(client, django_user_model, is_staff=True, is_superuser=True)
+    with override_settings(BUCKETHEAD=bucket_settings):
+        response = staff.get(HEALTH)
+    assert response.status_code == 503
+    assert set(response.json()) == PUBLIC_FIELDS
+    assert secrets_in(response.content, fenced) == []
+
+
+@pytest.mark.django_db
+def test_health_answers_when_the_users_session_cannot_be_read(client: Client) -> None:
+    """Whether the user is staff is read from the session: a failing session database must not fail the check."""
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE django_session")  # rolled back with the test's transaction
+    client.cookies["sessionid"] = "s" * 32
+    response = client.get(HEALTH)
+    assert response.status_code == 200
+    assert set(response.json()) == PUBLIC_FIELDS
+    assert response.json()["status"] == "ok"
+
+
+def test_an_engine_that_cannot_start_is_failing_without_saying_where_to_anyone(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "_decision", Decision(Role.READER, False, "test"))
+    monkeypatch.setattr(runtime, "_engine", None)
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    unreachable = {
+        "BACKEND": "s3",
+        "BUCKET": "private-media-bucket",
+        "ENDPOINT_URL": endpoint,
+        "REGION": "us-east-1",
+        "ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+        "SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
+        "MAX_ATTEMPTS": 1,
+        "CONNECT_TIMEOUT": 1,
+        "STARTUP_TIMEOUT": 0,
+    }
+    with override_settings(BUCKETHEAD=unreachable):
+        anonymous = client.get(HEALTH)
+    with override_settings(BUCKETHEAD={**unreachable, "HEALTH_DETAILS": "public"}):
+        detailed = client.get(HEALTH)
+    assert anonymous.status_code == detailed.status_code == 503
+    assert anonymous.json() == {
+        "status": "failing",
+        "last_upload_age_seconds": None,
+        "last_good_snapshot_age_seconds": None,
+    }
+    assert "private-media-bucket" not in anonymous.content.decode()
+    assert endpoint.removeprefix("http://") not in anonymous.content.decode()
+    assert "private-media-bucket" in detailed.json()["error"], "where details are allowed, they say what failed"
 
 
 def test_flushes_send_signals(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -208,6 +208,7 @@ def test_site_keeps_serving_through_a_30_second_bucket_outage_and_catches_up_by_
         proxy.url,
         BUCKETHEAD_FLUSH_INTERVAL="1",
         BUCKETHEAD_MIN_FLUSH_INTERVAL="0.1",
+        BUCKETHEAD_HEALTH_DETAILS="public",  # the test reads last_error and pending_changes, anonymously
         **QUICK_FAILURES,
     )
     with Server("gunicorn", tmp_path, "--workers", "1", "--threads", "4", **env) as server:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from buckethead_django.roles import Role, decide
@@ -42,7 +44,7 @@ def test_server_detected_by_its_loaded_modules() -> None:
     assert decide(["python"], {}, None, {"uvicorn.server"}).role is Role.WRITER
 
 
-def test_autostart_true_forces_a_writer_anywhere() -> None:
+def test_autostart_true_forces_a_writer_anywhere_but_in_tests() -> None:
     decision = decide(["manage.py", "migrate"], {}, True, NO_MODULES)
     assert (decision.role, decision.eager) == (Role.WRITER, True)
     assert decide(["manage.py", "runserver"], {}, True, NO_MODULES).role is Role.WRITER
@@ -56,6 +58,30 @@ def test_autostart_false_never_starts_a_writer() -> None:
 def test_test_runners_get_a_throwaway_engine() -> None:
     assert decide(["/venv/bin/pytest"], {}, None, {"pytest", "_pytest"}).role is Role.TEST
     assert decide(["manage.py", "test"], {}, False, NO_MODULES).role is Role.TEST
+
+
+@pytest.mark.parametrize("autostart", [True, False, None], ids=["autostart-true", "autostart-false", "auto"])
+@pytest.mark.parametrize(
+    ("argv", "modules"),
+    [
+        (["/venv/bin/pytest", "tests"], {"pytest", "_pytest"}),
+        (["/venv/lib/python3.11/site-packages/pytest/__main__.py"], {"pytest", "_pytest"}),
+        (["manage.py", "test"], NO_MODULES),
+        (["/venv/lib/python3.11/site-packages/django/__main__.py", "test", "app"], NO_MODULES),
+        (["manage.py", "testserver", "fixture.json"], NO_MODULES),
+    ],
+)
+def test_a_test_run_is_never_a_writer_whatever_autostart_says(
+    argv: list[str], modules: set[str], autostart: bool | None
+) -> None:
+    """``BUCKETHEAD_AUTOSTART=true`` left in a developer's shell must not make the test run write the real bucket."""
+    decision = decide(argv, {"RUN_MAIN": "true"}, autostart, modules)
+    assert (decision.role, decision.eager) == (Role.TEST, False), decision.reason
+
+
+def test_this_very_test_run_is_a_test_run_even_with_autostart() -> None:
+    decision = decide(sys.argv, {}, True, sys.modules.keys())
+    assert decision.role is Role.TEST, decision.reason
 
 
 def test_every_decision_explains_itself() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
+import sqlite3
 import time
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from buckethead_django.engine import (
     CurrentSnapshotCorrupt,
     ReadOnlyError,
     WriterConflict,
+    WriterFenced,
     WriterLease,
     generations,
 )
@@ -27,6 +31,7 @@ from buckethead_django.roles import Decision, Role
 from buckethead_django.testing import fresh_buckethead
 
 from .moto_server import free_port
+from .servers import STOPPED_LINE
 from .snapshots import KEY, current_record
 
 
@@ -71,6 +76,24 @@ def test_fresh_buckethead_isolates_a_block() -> None:
     assert get_buckethead() is outer
     assert outer.kv.get("inner") is None
     assert not inner.started
+
+
+def test_a_test_process_whose_role_django_never_decided_still_gets_a_throwaway_engine(
+    as_role, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without ``ready()`` (the app not in INSTALLED_APPS, or a call before setup), tests never read the bucket."""
+    seed(tmp_path / "bucket", real="data")
+    as_role(Role.IDLE)
+    monkeypatch.setattr(runtime, "_decision", None)
+    with override_settings(BUCKETHEAD={"LOCAL_PATH": str(tmp_path / "bucket"), "AUTOSTART": True}):
+        engine = get_buckethead()
+    assert runtime.role() is Role.TEST
+    assert "buckethead-test-" in str(engine.config.local_path)
+    assert engine.kv.get("real") is None, "the configured bucket was not even read"
+    engine.kv.set("real", "overwritten by a test")
+    engine.force_flush()
+    with BucketSQLite(BucketConfig.local(tmp_path / "bucket")) as check:
+        assert check.kv.get("real") == "data"
 
 
 @fresh_buckethead()
@@ -199,3 +222,94 @@ def test_a_writer_does_not_start_without_its_bucket(as_role, caplog) -> None:
     assert len(errors) == 1
     assert "could not reach bucket 'nowhere'" in errors[0]
     assert "STARTUP_TIMEOUT" in errors[0]
+
+
+# -- the writer's last log line says what its stop did to the bucket -----------------------------------
+
+
+def stop_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "buckethead_django" and "BucketHead stopped" in r.getMessage()]
+
+
+def saved_copies(caplog: pytest.LogCaptureFixture) -> list[Path]:
+    """The local database files the log says were written (removed by the caller)."""
+    return [Path(p) for p in re.findall(r"saved in (\S+\.db)", caplog.text)]
+
+
+def test_a_writer_logs_what_its_final_flush_uploaded(as_role, tmp_path: Path, caplog) -> None:
+    as_role(Role.IDLE)
+    with override_settings(BUCKETHEAD={"LOCAL_PATH": str(tmp_path / "bucket")}):
+        runtime.configure(Decision(Role.WRITER, True, "test"))
+        runtime._engine.kv.set("k", "v")
+        with caplog.at_level(logging.INFO, logger="buckethead_django"):
+            runtime.stop()
+        (line,) = stop_lines(caplog)
+        assert STOPPED_LINE.search(line.getMessage())
+        written = current_record(open_object_store(BucketConfig.local(tmp_path / "bucket")), KEY)
+        assert f"bytes as snapshot {written.name})" in line.getMessage()
+
+        caplog.clear()
+        runtime.configure(Decision(Role.WRITER, True, "test"))
+        with caplog.at_level(logging.INFO, logger="buckethead_django"):
+            runtime.stop()
+        (line,) = stop_lines(caplog)
+        assert STOPPED_LINE.search(line.getMessage())
+        assert "nothing had changed since the last snapshot" in line.getMessage()
+
+
+def fenced_writer(tmp_path: Path) -> tuple[BucketSQLite, BucketSQLite]:
+    """This process's writer, and a second writer that has taken its bucket over since its last flush."""
+    with override_settings(BUCKETHEAD={"LOCAL_PATH": str(tmp_path / "bucket")}):
+        runtime.configure(Decision(Role.WRITER, True, "test"))
+    engine = runtime._engine
+    assert engine is not None
+    engine.kv.set("who", "first")
+    engine.force_flush()
+    successor = BucketSQLite(BucketConfig.local(tmp_path / "bucket"), background_flush=False).start()
+    engine.kv.set("who", "stale")
+    return engine, successor
+
+
+def test_a_fenced_writer_does_not_claim_a_final_flush_at_stop(as_role, tmp_path: Path, caplog) -> None:
+    as_role(Role.IDLE)
+    engine, successor = fenced_writer(tmp_path)
+    with pytest.raises(WriterFenced):
+        engine.force_flush()
+    try:
+        with caplog.at_level(logging.INFO, logger="buckethead_django"):
+            runtime.stop()
+        (line,) = stop_lines(caplog)
+        assert not STOPPED_LINE.search(line.getMessage()), line.getMessage()
+        assert line.levelno == logging.WARNING
+        assert line.getMessage().startswith("BucketHead stopped in pid ")
+        assert "without a final flush: another writer had taken the bucket over" in line.getMessage()
+        (saved,) = saved_copies(caplog)
+        with contextlib.closing(sqlite3.connect(saved)) as copy:
+            (value,) = copy.execute("SELECT value FROM bh_kv WHERE key = 'who'").fetchone()
+        assert value == b"stale", "the local file it points to holds what the bucket does not"
+    finally:
+        successor.stop()
+        for path in saved_copies(caplog):
+            path.unlink()
+
+
+def test_a_writer_fenced_during_its_final_flush_says_the_bucket_was_taken_over(as_role, tmp_path: Path, caplog) -> None:
+    as_role(Role.IDLE)
+    engine, successor = fenced_writer(tmp_path)
+    try:
+        with caplog.at_level(logging.INFO, logger="buckethead_django"), pytest.raises(WriterFenced):
+            runtime.stop()
+        errors = [r.getMessage() for r in caplog.records if r.name == "buckethead_django"]
+        assert stop_lines(caplog) == []
+        (refused,) = [m for m in errors if m.startswith("BucketHead's final flush in pid")]
+        assert "was refused: another writer has taken the bucket over" in refused
+        assert "Once the bucket is back" not in refused, "the bucket is not down: someone else writes it"
+        (saved,) = saved_copies(caplog)
+        assert f"buckethead restore --file {saved}" in refused
+        engine.stop()  # fenced now: it keeps its database in a second local file
+    finally:
+        successor.stop()
+        for path in saved_copies(caplog):
+            path.unlink()
+    with BucketSQLite(BucketConfig.local(tmp_path / "bucket")) as check:
+        assert check.kv.get("who") == "first", "the stale write never reached the bucket"

@@ -81,6 +81,8 @@ def test_every_default_key_is_accepted() -> None:
         ({"FLUSH_INTERVAL": 0}, {}, "buckethead_django.E004", "positive number"),
         ({}, {"BUCKETHEAD_KEEP_PREVIOUS": "maybe"}, "buckethead_django.E004", "True or False"),
         ({"AUTOSTART": "sometimes"}, {}, "buckethead_django.E004", "'auto'"),
+        ({"HEALTH_DETAILS": "admins"}, {}, "buckethead_django.E004", "'staff' (only staff users"),
+        ({}, {"BUCKETHEAD_HEALTH_DETAILS": "2"}, "buckethead_django.E004", "'never' or False"),
         (
             {
                 "BACKEND": "s3",

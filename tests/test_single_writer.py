@@ -69,6 +69,7 @@ def test_a_paused_writer_cannot_overwrite_its_successor(tmp_path: Path, moto: Mo
         BUCKETHEAD_LEASE_WAIT="20",
         BUCKETHEAD_FLUSH_INTERVAL="0.5",
         BUCKETHEAD_MIN_FLUSH_INTERVAL="0",
+        BUCKETHEAD_HEALTH_DETAILS="public",  # the test reads pending_changes and the fence's reason, anonymously
     )
     manage(tmp_path, "migrate", **env)
     paused = Server("runserver", tmp_path, "--noreload", **env).wait_ready()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from .servers import Server, manage, s3_env
+from .conftest import s3_config
+from .moto_server import MotoServer
+from .servers import Server, example_env, manage, s3_env
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
 
@@ -132,3 +136,62 @@ def test_the_final_flush_at_exit_reaches_an_s3_bucket(tmp_path: Path, moto) -> N
     with BucketSQLite(cfg, read_only_reason="check") as reader:
         assert reader.kv.get("written") == "before exit"
         assert reader.connection.execute("SELECT count(*) FROM big").fetchone() == (12,)
+
+
+#: A project's test, run by its own pytest: it uses the cache and the file storage, and flushes.
+PROJECT_TEST = """
+from django.core.cache import cache
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+from buckethead_django import get_buckethead
+
+
+def test_uses_the_cache_and_the_storage():
+    cache.set("visits", 41, None)
+    assert cache.incr("visits") == 42
+    name = default_storage.save("notes/hello.txt", ContentFile(b"hello from a test"))
+    with default_storage.open(name) as f:
+        assert f.read() == b"hello from a test"
+    get_buckethead().force_flush()
+"""
+
+
+def bucket_contents(moto: MotoServer, bucket: str) -> dict[str, tuple[str, bytes]]:
+    """Every object in the bucket: key -> (ETag, content)."""
+    client = moto.client()
+    contents = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            contents[obj["Key"]] = (obj["ETag"], client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+    return contents
+
+
+def test_a_test_run_never_writes_the_configured_bucket_even_with_autostart(tmp_path: Path, moto: MotoServer) -> None:
+    """BUCKETHEAD_AUTOSTART=true left in a developer's shell, and the real bucket configured: pytest changes nothing."""
+    bucket = s3_config(moto).bucket
+    env = s3_env(bucket, moto.endpoint_url, BUCKETHEAD_AUTOSTART="true")
+    seed = (
+        "from django.core.cache import cache; from django.core.files.base import ContentFile; "
+        "from django.core.files.storage import default_storage; cache.set('visits', 7, None); "
+        "default_storage.save('notes/real.txt', ContentFile(b'real data')); print('seeded')"
+    )
+    assert "seeded" in manage(tmp_path, "shell", "-c", seed, **env).stdout  # a real writer fills the bucket
+    before = bucket_contents(moto, bucket)
+    assert any(key.startswith("files/") for key in before), sorted(before)
+    assert len(before) >= 3, sorted(before)
+
+    (tmp_path / "project_tests").mkdir()
+    (tmp_path / "project_tests" / "test_project.py").write_text(textwrap.dedent(PROJECT_TEST))
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_project.py"],
+        cwd=tmp_path / "project_tests",
+        env=example_env(tmp_path, DJANGO_SETTINGS_MODULE="example_site.settings", **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 passed" in run.stdout
+    assert bucket_contents(moto, bucket) == before, "the test run changed the configured bucket"

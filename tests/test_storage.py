@@ -423,6 +423,62 @@ def test_a_storage_on_another_bucket_than_the_engine_is_refused(moto: MotoServer
             storage.exists("x.txt")
 
 
+def test_a_storage_naming_a_bucket_while_buckethead_stores_files_locally_is_refused() -> None:
+    """Only the storage's OPTIONS point at S3: its files would silently stay on local disk."""
+    backend = {"BACKEND": "buckethead_django.storage.BucketHeadStorage"}
+    options = {"bucket_name": "media", "endpoint_url": "https://s3.example.com", "access_key": "k", "secret_key": "s"}
+    with (
+        fresh_buckethead() as engine,
+        override_settings(
+            STORAGES={
+                "default": backend,
+                "media": {**backend, "OPTIONS": options},
+                "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+            }
+        ),
+    ):
+        media = storages["media"]
+        with pytest.raises(ImproperlyConfigured) as err:
+            media.save("report.pdf", ContentFile(b"quarterly numbers"))
+        with pytest.raises(ImproperlyConfigured):
+            media.exists("report.pdf")
+        assert list(iter_objects(engine.store, "files/")) == [], "nothing was stored on local disk instead"
+        assert not engine.files.name_exists("report.pdf")
+    message = str(err.value)
+    assert "names bucket 'media'" in message
+    assert "local backend" in message
+    assert "BUCKETHEAD['BACKEND'] = 's3' and BUCKETHEAD['BUCKET'] = 'media'" in message, "it says what to set"
+    assert "To keep files on local disk, remove those options" in message
+
+
+def test_under_tests_the_storage_of_an_s3_project_works_on_the_throwaway_engine() -> None:
+    """The test engine stands in for the configured bucket: the storage is only refused if it names another one."""
+    s3 = {"BACKEND": "s3", "BUCKET": "media", "ENDPOINT_URL": "https://s3.example.com", "REGION": "us-east-1"}
+    with fresh_buckethead() as engine, override_settings(BUCKETHEAD=s3):
+        storage = BucketHeadStorage()
+        assert storage.bucket_name == "media"
+        name = storage.save("notes/a.txt", ContentFile(b"in a test"))
+        with storage.open(name) as f:
+            assert f.read() == b"in a test"
+        assert [o.key for o in iter_objects(engine.store, "files/")] == [
+            f"files/{hashlib.sha256(b'in a test').hexdigest()}"
+        ]
+        same = BucketHeadStorage(bucket_name="media")
+        assert same.exists(name)
+        with pytest.raises(
+            ImproperlyConfigured, match="reads bucket 'elsewhere' but BUCKETHEAD\\['BUCKET'\\] is 'media'"
+        ):
+            BucketHeadStorage(bucket_name="elsewhere").exists(name)
+
+
+def test_a_bucket_set_without_the_s3_backend_is_not_the_storage_bucket() -> None:
+    """BACKEND decides: with 'local', a BUCKET left in the environment names no bucket for the storage either."""
+    with fresh_buckethead(), override_settings(BUCKETHEAD={"BUCKET": "media"}):
+        storage = BucketHeadStorage()
+        assert storage.bucket_name is None
+        assert storage.save("local.txt", ContentFile(b"local")) == "local.txt"
+
+
 @pytest.mark.parametrize(("option", "message"), [({"location": "media"}, "location"), ({"gzip": True}, "gzip")])
 def test_unsupported_options_are_refused(option: dict[str, Any], message: str) -> None:
     with pytest.raises(ImproperlyConfigured, match=message):
