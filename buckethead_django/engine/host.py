@@ -1,0 +1,264 @@
+"""The processes of one host that share a database: which one is the replicator, and who else is there.
+
+Two OS file locks in the database's directory say it, and the kernel drops
+both when a process dies, however it dies:
+
+- ``replicator.lock``, held exclusively by the one process that talks to the
+  bucket for the host (restores, ships changes, makes the final flush). Any
+  other process of the site may take it over the moment it is free.
+- ``members.lock``, held shared by every process using the database. The
+  replicator holds it exclusively while it decides what the database must
+  hold at the host's start (restore, or set a stale copy aside), so no
+  process reads or writes before that; and a process that can take it
+  exclusively at exit knows it is the last one on the host.
+
+``replicator.json`` names the replicator for ``status`` and tells the others
+when the database is ready; ``state.json`` records which generation of the
+bucket the file holds and what it looked like then, so that a new replicator
+(a takeover, or the host's next start) knows whether anything is unshipped.
+Both are written by the replicator only, atomically.
+
+The locks are ``flock`` locks on descriptors opened close-on-exec and closed
+in a forked child, so a server that forks its workers never passes the role
+on by accident.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .database import Fingerprint
+from .processes import process_running, process_start_ticks
+
+REPLICATOR_LOCK = "replicator.lock"
+MEMBERS_LOCK = "members.lock"
+REPLICATOR_FILE = "replicator.json"
+STATE_FILE = "state.json"
+HOST_FILE = "host.json"
+
+#: Locks of this process, closed in a forked child (the child is another process and must not hold them).
+_open_locks: weakref.WeakSet[_FileLock] = weakref.WeakSet()
+
+
+class _FileLock:
+    """One ``flock`` lock on one file, taken and released without blocking."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self.mode: int | None = None
+        self._lock = threading.Lock()
+
+    def acquire(self, mode: int) -> bool:
+        """Take (or convert to) ``fcntl.LOCK_EX`` or ``LOCK_SH``, without waiting; True if now held."""
+        with self._lock:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                _open_locks.add(self)
+            try:
+                fcntl.flock(self._fd, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # A failed conversion has dropped the lock already held (flock removes it first): none is held now.
+                self._close()
+                return False
+            self.mode = mode
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the lock
+        self._fd = None
+        self.mode = None
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: close the inherited descriptor (the parent's lock stays the parent's)."""
+        self._close()
+
+
+def _close_inherited_locks() -> None:
+    for lock in list(_open_locks):
+        lock.forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+@dataclass(frozen=True)
+class ReplicatorInfo:
+    """Which process of the host is its replicator, since when, and whether the database is ready."""
+
+    host: str
+    pid: int
+    started_at: float
+    ready: bool
+    #: The process's start time in clock ticks since boot: tells it apart from a later process with its pid.
+    start_ticks: int = 0
+
+    @property
+    def running(self) -> bool:
+        return process_running(self.pid, self.start_ticks)
+
+
+@dataclass(frozen=True)
+class HostState:
+    """What the host's database holds, as its replicator last recorded it.
+
+    ``generation`` is the bucket's generation the file equalled when it was
+    restored or last shipped (None: the bucket had none); ``fingerprint``
+    is how the file looked then. ``bucket`` names the bucket and key.
+    """
+
+    bucket: str
+    generation: str | None
+    fingerprint: Fingerprint
+    recorded_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "generation": self.generation,
+            "fingerprint": self.fingerprint.to_list(),
+            "recorded_at": self.recorded_at,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> HostState:
+        return cls(
+            bucket=str(raw["bucket"]),
+            generation=None if raw.get("generation") is None else str(raw["generation"]),
+            fingerprint=Fingerprint.from_list(raw["fingerprint"]),
+            recorded_at=float(raw.get("recorded_at", 0)),
+        )
+
+
+class Host:
+    """This process's membership of the host whose database lives in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self._replicator = _FileLock(self.directory / REPLICATOR_LOCK)
+        self._members = _FileLock(self.directory / MEMBERS_LOCK)
+
+    # -- the replicator role ---------------------------------------------------------------
+
+    @property
+    def is_replicator(self) -> bool:
+        return self._replicator.mode is not None
+
+    def try_become_replicator(self) -> bool:
+        """Take the replicator lock if no live process holds it; True if this process is now the replicator.
+
+        The new replicator announces itself as not ready at once, so no
+        process mistakes it for one that has finished starting.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.is_replicator:
+            return True
+        if not self._replicator.acquire(fcntl.LOCK_EX):
+            return False
+        self.announce(ready=False)
+        return True
+
+    def announce(self, *, ready: bool) -> None:
+        """Write ``replicator.json``: this process is the replicator, and whether the database is ready."""
+        info = ReplicatorInfo(
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=time.time(),
+            ready=ready,
+            start_ticks=process_start_ticks(os.getpid()),
+        )
+        _write_json(self.directory / REPLICATOR_FILE, asdict(info))
+
+    def replicator(self) -> ReplicatorInfo | None:
+        """The process ``replicator.json`` names (it may have died since; see `ReplicatorInfo.running`)."""
+        raw = _read_json(self.directory / REPLICATOR_FILE)
+        if raw is None:
+            return None
+        try:
+            return ReplicatorInfo(
+                host=str(raw["host"]),
+                pid=int(raw["pid"]),
+                started_at=float(raw["started_at"]),
+                ready=bool(raw["ready"]),
+                start_ticks=int(raw.get("start_ticks", 0)),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def give_up_replicator(self) -> None:
+        self._replicator.release()
+
+    # -- membership ----------------------------------------------------------------------------
+
+    def claim_alone(self) -> bool:
+        """Hold the members lock exclusively, if no other process is a member now; True if so."""
+        return self._members.acquire(fcntl.LOCK_EX)
+
+    def join(self) -> bool:
+        """Hold the members lock shared (or turn this process's exclusive hold into a shared one).
+
+        False while a replicator holds it exclusively, deciding what the database must hold.
+        """
+        return self._members.acquire(fcntl.LOCK_SH)
+
+    def leave(self) -> None:
+        self._members.release()
+        self._replicator.release()
+
+    # -- what the database holds ---------------------------------------------------------------
+
+    def state(self) -> HostState | None:
+        raw = _read_json(self.directory / STATE_FILE)
+        if raw is None:
+            return None
+        try:
+            return HostState.from_json(raw)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def record(self, state: HostState) -> None:
+        _write_json(self.directory / STATE_FILE, state.to_json())
+
+    def token(self) -> str:
+        """This host's database's identity: made once with the directory, the same for all its processes."""
+        path = self.directory / HOST_FILE
+        raw = _read_json(path)
+        if raw is not None and isinstance(raw.get("token"), str):
+            return str(raw["token"])
+        token = uuid.uuid4().hex[:12]
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"token": token}, f)
+        raw = _read_json(path)
+        return str(raw["token"]) if raw is not None else token
+
+
+def _write_json(path: Path, body: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    tmp.write_text(json.dumps(body, sort_keys=True), "utf-8")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        raw = json.loads(path.read_text("utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
