@@ -18,16 +18,14 @@ from django.conf import settings as django_settings
 from django.utils.crypto import salted_hmac
 
 from .engine import BucketConfig, BucketSQLite, SnapshotConfig
-from .engine.config import DEFAULT_FILES_PREFIX, DEFAULT_SNAPSHOT_KEY
-from .engine.interfaces.kv import DEFAULT_MAX_VALUE_BYTES
-from .engine.lease import DEFAULT_LEASE_SECONDS
+from .engine import config as engine_config
 
 ENV_PREFIX = "BUCKETHEAD_"
 BACKENDS = ("local", "s3")
 #: Who sees the health view's details (errors, the fence, the snapshot, the role): staff users, anyone, or nobody.
 HEALTH_DETAILS = ("staff", "public", "never")
 
-#: Every key the ``BUCKETHEAD`` dict accepts, with its default.
+#: Every key the ``BUCKETHEAD`` dict accepts, with its default: the engine's own (`engine.config`) where it has one.
 DEFAULTS: dict[str, Any] = {
     "BACKEND": "local",
     "LOCAL_PATH": None,
@@ -38,23 +36,23 @@ DEFAULTS: dict[str, Any] = {
     "ACCESS_KEY_ID": None,
     "SECRET_ACCESS_KEY": None,
     "SESSION_TOKEN": None,
-    "SNAPSHOT_KEY": DEFAULT_SNAPSHOT_KEY,
-    "FILES_PREFIX": DEFAULT_FILES_PREFIX,
-    "FLUSH_INTERVAL": 60.0,
-    "MIN_FLUSH_INTERVAL": 5.0,
-    "KEEP_PREVIOUS": True,
-    "KEEP_SNAPSHOTS": 24,
-    "KEEP_SNAPSHOTS_MAX_AGE": None,
+    "SNAPSHOT_KEY": engine_config.DEFAULT_SNAPSHOT_KEY,
+    "FILES_PREFIX": engine_config.DEFAULT_FILES_PREFIX,
+    "FLUSH_INTERVAL": engine_config.DEFAULT_FLUSH_INTERVAL,
+    "MIN_FLUSH_INTERVAL": engine_config.DEFAULT_MIN_FLUSH_INTERVAL,
+    "KEEP_PREVIOUS": engine_config.DEFAULT_KEEP_PREVIOUS,
+    "KEEP_SNAPSHOTS": engine_config.DEFAULT_KEEP_SNAPSHOTS,
+    "KEEP_SNAPSHOTS_MAX_AGE": engine_config.DEFAULT_KEEP_SNAPSHOTS_MAX_AGE,
     "SIGNING_KEY": None,
-    "LEASE_SECONDS": DEFAULT_LEASE_SECONDS,
-    "LEASE_WAIT": 20.0,
-    "STARTUP_TIMEOUT": 30.0,
+    "LEASE_SECONDS": engine_config.DEFAULT_LEASE_SECONDS,
+    "LEASE_WAIT": engine_config.DEFAULT_LEASE_WAIT,
+    "STARTUP_TIMEOUT": engine_config.DEFAULT_STARTUP_TIMEOUT,
     "AUTOSTART": None,
-    "BUSY_TIMEOUT": 30.0,
-    "KV_MAX_VALUE_BYTES": DEFAULT_MAX_VALUE_BYTES,
-    "MAX_ATTEMPTS": 5,
-    "CONNECT_TIMEOUT": 10.0,
-    "READ_TIMEOUT": 60.0,
+    "BUSY_TIMEOUT": engine_config.DEFAULT_BUSY_TIMEOUT,
+    "KV_MAX_VALUE_BYTES": engine_config.DEFAULT_KV_MAX_VALUE_BYTES,
+    "MAX_ATTEMPTS": engine_config.DEFAULT_MAX_ATTEMPTS,
+    "CONNECT_TIMEOUT": engine_config.DEFAULT_CONNECT_TIMEOUT,
+    "READ_TIMEOUT": engine_config.DEFAULT_READ_TIMEOUT,
     "CUSTOM_DOMAIN": None,
     "QUERYSTRING_EXPIRE": 3600,
     "FILE_OVERWRITE": False,

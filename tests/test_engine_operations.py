@@ -231,7 +231,7 @@ def test_a_second_writer_is_refused_while_another_process_holds_the_lease(
         first.kv.set("k", "first")
     other = WriterLease("web-2:4242", "web-2", 4242, time.time() - 60, time.time(), time.time() + 300)
     store.put(lease_key(KEY), other.to_json())
-    second = make_engine()
+    second = make_engine(lease_wait=0)
     with pytest.raises(WriterConflict, match=r"held by another writer, web-2:4242") as err:
         second.start()
     assert "--workers 1 --threads 8" in str(err.value), "the message says what to do"

@@ -1,8 +1,13 @@
-"""Plain-dataclass configuration for the engine.
+"""Plain-dataclass configuration for the engine, and every default it has.
 
 `BucketConfig` says *where* state lives (an S3-compatible bucket, Cloudflare R2,
 or a local directory); `SnapshotConfig` says *when* it is written. Both are
 immutable so one instance can be shared safely between threads.
+
+Every default of the engine is written once, here: the dataclasses,
+`BucketSQLite`'s arguments, the interfaces and the Django app's settings
+all read these constants (``DEFAULT_FLUSH_INTERVAL`` is the default of the
+setting ``FLUSH_INTERVAL``, and of ``SnapshotConfig.interval_seconds``).
 """
 
 from __future__ import annotations
@@ -10,8 +15,44 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# -- where: BucketConfig ---------------------------------------------------------------
+
 DEFAULT_SNAPSHOT_KEY = "bucketsqlite/snap.db"
 DEFAULT_FILES_PREFIX = "files/"
+#: Attempts per S3 request, the first one included.
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
+DEFAULT_MULTIPART_THRESHOLD = 8 * 1024 * 1024
+DEFAULT_MULTIPART_CHUNKSIZE = 8 * 1024 * 1024
+
+# -- when: SnapshotConfig -----------------------------------------------------------------
+
+DEFAULT_FLUSH_INTERVAL = 60.0
+DEFAULT_MIN_FLUSH_INTERVAL = 5.0
+DEFAULT_KEEP_PREVIOUS = True
+DEFAULT_KEEP_SNAPSHOTS = 24
+#: No age rule: retention counts generations only.
+DEFAULT_KEEP_SNAPSHOTS_MAX_AGE: float | None = None
+
+# -- how: BucketSQLite's arguments --------------------------------------------------------
+
+#: Seconds a connection waits for another connection's lock.
+DEFAULT_BUSY_TIMEOUT = 30.0
+#: The largest KV value, in bytes (1 MiB).
+DEFAULT_KV_MAX_VALUE_BYTES = 1024 * 1024
+#: How long the writer lease lasts; it is renewed at half its life.
+DEFAULT_LEASE_SECONDS = 300.0
+#: How long a starting writer waits for another live writer to release the lease (a rolling deploy's handover).
+DEFAULT_LEASE_WAIT = 20.0
+#: How long a starting engine retries while the bucket cannot be reached.
+DEFAULT_STARTUP_TIMEOUT = 30.0
+
+# -- maintenance ----------------------------------------------------------------------------
+
+#: How old an unreferenced blob must be before `FileStore.gc` deletes it (a writer may not have recorded it yet).
+DEFAULT_GC_GRACE_SECONDS = 3600.0
+
 R2_ENDPOINT_TEMPLATE = "https://{account_id}.r2.cloudflarestorage.com"
 
 
@@ -33,11 +74,11 @@ class BucketConfig:
     session_token: str | None = field(default=None, repr=False)
     files_prefix: str = DEFAULT_FILES_PREFIX
     local_path: Path | None = None
-    max_attempts: int = 5
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    multipart_threshold: int = 8 * 1024 * 1024
-    multipart_chunksize: int = 8 * 1024 * 1024
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
+    multipart_chunksize: int = DEFAULT_MULTIPART_CHUNKSIZE
 
     def __post_init__(self) -> None:
         if self.local_path is None and not self.bucket:
@@ -99,11 +140,11 @@ class SnapshotConfig:
     before the current one survives retention.
     """
 
-    interval_seconds: float = 60.0
-    min_interval_seconds: float = 5.0
-    keep_previous: bool = True
-    keep_snapshots: int = 24
-    keep_max_age_seconds: float | None = None
+    interval_seconds: float = DEFAULT_FLUSH_INTERVAL
+    min_interval_seconds: float = DEFAULT_MIN_FLUSH_INTERVAL
+    keep_previous: bool = DEFAULT_KEEP_PREVIOUS
+    keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS
+    keep_max_age_seconds: float | None = DEFAULT_KEEP_SNAPSHOTS_MAX_AGE
 
     @property
     def generations_kept(self) -> int:

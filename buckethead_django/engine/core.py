@@ -36,7 +36,15 @@ from types import TracebackType
 from typing import NoReturn, TypeVar
 
 from . import generations, lease, snapshot
-from .config import BucketConfig, SnapshotConfig
+from .config import (
+    DEFAULT_BUSY_TIMEOUT,
+    DEFAULT_KV_MAX_VALUE_BYTES,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_LEASE_WAIT,
+    DEFAULT_STARTUP_TIMEOUT,
+    BucketConfig,
+    SnapshotConfig,
+)
 from .errors import (
     BucketMisconfigured,
     BucketUnavailable,
@@ -52,8 +60,7 @@ from .errors import (
 )
 from .generations import Current, GenerationObjects, SnapshotEntry
 from .interfaces import FileStore, KVStore
-from .interfaces.kv import DEFAULT_MAX_VALUE_BYTES
-from .lease import DEFAULT_LEASE_SECONDS, WriterLease, read_lease
+from .lease import WriterLease, read_lease
 from .lineage import uncommitted
 from .objectstore import ObjectStore, Progress, open_object_store
 from .record import GENERATION, LABELLED, SnapshotRecord
@@ -111,13 +118,13 @@ class BucketSQLite:
         on_flush_complete: FlushCompleteCallback | None = None,
         on_flush_error: FlushErrorCallback | None = None,
         on_flush_skipped: FlushSkippedCallback | None = None,
-        busy_timeout: float = 30.0,
-        kv_max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        kv_max_value_bytes: int = DEFAULT_KV_MAX_VALUE_BYTES,
         background_flush: bool = True,
         read_only_reason: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
-        lease_wait: float = 0.0,
-        startup_timeout: float = 30.0,
+        lease_wait: float = DEFAULT_LEASE_WAIT,
+        startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         signing_key: bytes | None = None,
         verify_keys: Sequence[bytes] = (),
     ) -> None:

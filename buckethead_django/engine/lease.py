@@ -32,7 +32,6 @@ from .objectstore import ObjectStore
 from .objectstore.conditional import put_conditionally
 
 LEASE_SUFFIX = ".lease"
-DEFAULT_LEASE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)

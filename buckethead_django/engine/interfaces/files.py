@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..config import DEFAULT_GC_GRACE_SECONDS
 from ..errors import BucketHeadError, PreconditionFailed
 from ..objectstore import ObjectStore, Progress, Source, iter_objects
 from ..objectstore.base import copy_stream, sha256_file
@@ -461,7 +462,7 @@ class FileStore(Interface):
 
     # -- maintenance -------------------------------------------------------------
 
-    def gc(self, grace_seconds: float = 3600.0, *, dry_run: bool = False) -> GcReport:
+    def gc(self, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS, *, dry_run: bool = False) -> GcReport:
         """Delete blob objects no row refers to, once older than ``grace_seconds``.
 
         The grace window protects blobs whose row was written after the

@@ -32,11 +32,11 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 
+from ..config import DEFAULT_KV_MAX_VALUE_BYTES
 from ..errors import ValueTooLarge
 from ..objectstore import ObjectStore
 from .base import Interface, prefix_range
 
-DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 # Fewer bound parameters per statement than any SQLite build allows (999 before 3.32).
 _CHUNK = 500
@@ -71,7 +71,7 @@ class KVStore(Interface):
         conn: sqlite3.Connection,
         store: ObjectStore | None = None,
         *,
-        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        max_value_bytes: int = DEFAULT_KV_MAX_VALUE_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.max_value_bytes = max_value_bytes

@@ -41,6 +41,7 @@ from ...engine import (
     WriterLease,
 )
 from ...engine import generations as snapshots
+from ...engine.config import DEFAULT_GC_GRACE_SECONDS
 from ...engine.record import LABELLED, LEGACY
 from ...engine.snapshot import validate
 from ...health import DEGRADED, EngineHealth, engine_health
@@ -174,9 +175,10 @@ class Command(BaseCommand):
         gc.add_argument(
             "--grace-seconds",
             type=_non_negative_float,
-            default=3600.0,
+            default=DEFAULT_GC_GRACE_SECONDS,
             metavar="N",
-            help="Keep unreferenced blobs younger than N seconds, which a writer may not have recorded yet (3600).",
+            help="Keep unreferenced blobs younger than N seconds, which a writer may not have recorded yet "
+            f"({DEFAULT_GC_GRACE_SECONDS:g}).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
