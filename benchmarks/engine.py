@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import best_of, per_op
-from buckethead_django.engine import BucketConfig, BucketSQLite, SnapshotConfig, generations
+from buckethead_django.engine import BucketConfig, BucketSQLite, SnapshotConfig
+from buckethead_django.engine.history import LATEST
 from tests.moto_server import CREDENTIALS, MotoServer
 
 
@@ -82,7 +83,7 @@ def main() -> None:
             BucketSQLite(cfg, snap, background_flush=False).start().stop()
 
         restore_s = best_of(restore)
-        chunk_key = generations.find_snapshot(bh.store, cfg.key, generations.LATEST).record.chunks[0].key
+        chunk_key = bh.history.find(LATEST).record.chunks[0].key
         with tempfile.TemporaryDirectory() as tmp:
             download_s = best_of(lambda: client.download_file("bench", chunk_key, str(Path(tmp) / "x")))
         line("restore (start)", restore_s, download_s, "boto3 download_file", "s")

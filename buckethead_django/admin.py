@@ -41,8 +41,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_POST
 
 from . import admin_views as show
-from .engine import BucketHeadError, BucketSQLite, ObjectNotFound
-from .engine.generations import find_snapshot, list_snapshots
+from .engine import BucketHeadError, BucketSQLite, History, ObjectNotFound
 from .engine.interfaces import InvalidName, validate_name
 from .engine.interfaces.files import DEFAULT_MIME
 from .models import Dashboard, KVEntry, Snapshot, StoredFile
@@ -262,7 +261,7 @@ class SnapshotAdmin(BucketHeadAdmin):
         can_restore = self.has_restore_permission(request) and not bh.read_only and bh.fenced is None
         snapshots = [
             (entry, self.url("restore", name=entry.name) if can_restore else None)
-            for entry in reads.read(lambda store: list_snapshots(store, bh.config.key), [])
+            for entry in reads.read(lambda store: History(store, bh.config.key).snapshots(), [])
         ]
         return self.render(
             request,
@@ -287,7 +286,7 @@ class SnapshotAdmin(BucketHeadAdmin):
         reads = self.reads()
         name = request.GET.get("name", "")
         try:
-            entry = reads.read(lambda store: find_snapshot(store, bh.config.key, name), None)
+            entry = reads.read(lambda store: History(store, bh.config.key).find(name), None)
         except KeyError:
             raise Http404(f"there is no snapshot named {name!r}") from None
         if entry is None:

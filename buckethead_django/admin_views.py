@@ -34,16 +34,17 @@ from .engine import (
     FileInfo,
     FileStore,
     FlushResult,
+    History,
     KVStore,
     ObjectNotFound,
     ObjectStore,
     ObjectStoreError,
     S3ObjectStore,
     SnapshotConfig,
+    SnapshotEntry,
     WriterLease,
     read_lease,
 )
-from .engine.generations import SnapshotEntry, current_key
 from .health import EngineHealth, engine_health
 from .storage import BucketHeadStorage
 
@@ -138,7 +139,7 @@ class BucketReads:
     def probe(self) -> None:
         """Ask the bucket once (a HEAD of its current record), on a page that has not asked it anything."""
         if not self.asked:
-            self.read(lambda store: store.head(current_key(self.engine.config.key)), None)
+            self.read(lambda store: store.head(History(store, self.engine.config.key).current_key), None)
 
 
 @dataclass(frozen=True)

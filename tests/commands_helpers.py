@@ -17,7 +17,7 @@ from django.core.management import call_command
 
 from buckethead_django import runtime
 from buckethead_django.conf import get_settings
-from buckethead_django.engine import BucketConfig, BucketSQLite, SnapshotEntry, generations
+from buckethead_django.engine import BucketConfig, BucketSQLite, History, SnapshotEntry
 from buckethead_django.engine.objectstore import iter_objects, open_object_store
 from buckethead_django.roles import Role
 
@@ -116,7 +116,7 @@ def kv_in_bucket(config: BucketConfig, name: str = "latest") -> dict[str, str]:
 
 def entries(config: BucketConfig) -> list[SnapshotEntry]:
     """Every restorable snapshot in the bucket, as `history` lists them."""
-    return generations.list_snapshots(open_object_store(config), config.key)
+    return History(open_object_store(config), config.key).snapshots()
 
 
 def damage_current(config: BucketConfig) -> str:
@@ -136,7 +136,7 @@ def bucket_state(config: BucketConfig) -> dict[str, str]:
     stands for the generation it names.
     """
     store = open_object_store(config)
-    state = {o.key: o.etag for o in iter_objects(store) if o.key != config.key + generations.CURRENT_SUFFIX}
+    state = {o.key: o.etag for o in iter_objects(store) if o.key != History(store, config.key).current_key}
     current = current_record(store, config.key)
     state["current generation"] = current.name if current is not None else ""
     return state

@@ -20,7 +20,6 @@ from django.utils.http import urlencode
 
 from buckethead_django import runtime
 from buckethead_django.engine import BucketSQLite, ObjectStoreError
-from buckethead_django.engine.generations import find_snapshot, list_snapshots
 from buckethead_django.testing import fresh_buckethead
 
 from .conftest import s3_config
@@ -152,7 +151,7 @@ def test_staff_without_permissions_get_403_when_they_post_anyway(bh, viewer) -> 
     assert bh.kv.get("greeting") == "hello"
     assert bh.files.resolve("docs/a.txt") is not None
     assert bh.kv.get("after") == "flush"  # not restored
-    assert [e.kind for e in list_snapshots(bh.store, bh.config.key)] == ["generation"], "nothing was kept"
+    assert [e.kind for e in bh.history.snapshots()] == ["generation"], "nothing was kept"
 
 
 def test_posts_need_the_csrf_token(bh, django_user_model) -> None:
@@ -201,7 +200,7 @@ def test_flush_now_uploads_and_the_dashboard_reports_it(bh, flusher) -> None:
     response = flusher.post(FLUSH, follow=True)
     assert response.redirect_chain == [(DASHBOARD, 302)]
     assert any(m.startswith("Flushed") for m in messages_of(response))
-    current = find_snapshot(bh.store, bh.config.key, "latest")
+    current = bh.history.find("latest")
     assert current.current
     assert not bh.dirty
     assert f"Current snapshot {current.name}" in text(response)
@@ -428,7 +427,7 @@ def test_snapshots_are_listed_and_only_superusers_may_restore(bh, manager, admin
     bh.force_flush()
     bh.kv.set("k", "2")
     bh.force_flush()
-    newest, older = list_snapshots(bh.store, bh.config.key)
+    newest, older = bh.history.snapshots()
     response = manager.get(SNAPSHOTS)
     listing = text(response)
     assert f"{newest.name} current generation" in listing
@@ -447,7 +446,7 @@ def test_restoring_a_snapshot_keeps_the_current_state_first(bh, admin_client) ->
     bh.kv.set("k", "new")
     bh.force_flush()
 
-    older = find_snapshot(bh.store, bh.config.key, "previous")
+    older = bh.history.find("previous")
     confirm = admin_client.get(f"{ADMIN}/snapshot/restore/", {"name": "previous"})
     shown = text(confirm)
     assert f"Are you sure you want to restore the snapshot “previous” ({older.name})?" in shown
@@ -569,7 +568,7 @@ def test_in_an_outage_the_dashboard_says_the_bucket_cannot_be_reached_and_disabl
 def test_in_an_outage_the_snapshots_page_renders_and_restoring_and_keeping_are_disabled(
     s3_bh, endpoint, admin_client
 ) -> None:
-    current = find_snapshot(s3_bh.store, s3_bh.config.key, "latest")
+    current = s3_bh.history.find("latest")
     s3_bh.kv.set("greeting", "changed")
     with endpoint.down():
         response = timed_get(admin_client, SNAPSHOTS)

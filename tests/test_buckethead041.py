@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from buckethead_django.engine import BucketSQLite, list_snapshots
+from buckethead_django.engine import BucketSQLite, History
 from buckethead_django.engine.objectstore import ObjectStore, iter_objects
 
 from .conftest import FIXTURE_BUCKET, EngineFactory
@@ -97,7 +97,7 @@ def test_writing_carries_the_bucket_forward_without_deleting_anything(
         assert again.kv.get("adopted") == "yes"
         assert len(again.kv) == 1001
         assert again.connection.execute("SELECT count(*) FROM app_users").fetchone() == (3,)
-    names = [e.name for e in list_snapshots(adopted_store, "bucketsqlite/snap.db")]
+    names = [e.name for e in History(adopted_store, "bucketsqlite/snap.db").snapshots()]
     assert names[-2:] == ["legacy", "legacy-previous"], "the 0.4.x snapshots stay restorable by name"
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from buckethead_django.engine import BucketSQLite, ReadOnlyError, SnapshotConfig, SnapshotCorrupt, read_lease
-from buckethead_django.engine import generations as snap
 from buckethead_django.engine.lease import WriterLease, lease_key
 from buckethead_django.engine.objectstore import ObjectStore
 
@@ -95,7 +94,7 @@ def test_labelled_snapshots_are_listed_and_survive_later_flushes(engine: BucketS
     engine.force_flush()
     engine.kv.set("v", "3")
     engine.force_flush()
-    entries = snap.list_snapshots(engine.store, KEY)
+    entries = engine.history.snapshots()
     assert [(e.kind, e.current) for e in entries] == [
         ("generation", True),
         ("generation", False),
@@ -112,7 +111,7 @@ def test_labelled_snapshots_are_listed_and_survive_later_flushes(engine: BucketS
 
 def test_a_label_of_an_empty_never_flushed_database(engine: BucketSQLite) -> None:
     entry = engine.snapshot(label="empty")
-    assert snap.find_snapshot(engine.store, KEY, "empty") == entry
+    assert engine.history.find("empty") == entry
     assert snapshot_bytes(engine.store, "empty").startswith(b"SQLite format 3")
 
 
@@ -126,11 +125,11 @@ def test_invalid_labels_are_refused(engine: BucketSQLite, label: str) -> None:
 
 def test_find_snapshot_of_an_unknown_name(engine: BucketSQLite) -> None:
     with pytest.raises(KeyError):
-        snap.find_snapshot(engine.store, KEY, "latest")
+        engine.history.find("latest")
     with pytest.raises(KeyError):
-        snap.find_snapshot(engine.store, KEY, "no-such-label")
+        engine.history.find("no-such-label")
     with pytest.raises(KeyError):
-        snap.find_snapshot(engine.store, KEY, "../../etc")
+        engine.history.find("../../etc")
 
 
 def test_fetch_verifies_and_leaves_nothing_when_invalid(engine: BucketSQLite, tmp_path: Path) -> None:
@@ -138,8 +137,8 @@ def test_fetch_verifies_and_leaves_nothing_when_invalid(engine: BucketSQLite, tm
     engine.force_flush()
     moved: list[int] = []
     dest = tmp_path / "out" / "copy.db"
-    latest = snap.find_snapshot(engine.store, KEY, "latest").record
-    snap.fetch(engine.store, latest, dest, keys=(), progress=moved.append)
+    latest = engine.history.find("latest").record
+    engine.history.fetch(latest, dest, keys=(), progress=moved.append)
     assert sqlite3.connect(dest).execute("SELECT count(*) FROM bh_kv").fetchone() == (1,)
     assert sum(moved) == dest.stat().st_size
     engine.store.put(latest.chunks[0].key + ".x", b"garbage" * 100)
@@ -147,7 +146,7 @@ def test_fetch_verifies_and_leaves_nothing_when_invalid(engine: BucketSQLite, tm
         latest, chunks=(dataclasses.replace(latest.chunks[0], key=latest.chunks[0].key + ".x"),)
     )
     with pytest.raises(SnapshotCorrupt, match="does not match its record"):
-        snap.fetch(engine.store, broken, tmp_path / "bad.db", keys=())
+        engine.history.fetch(broken, tmp_path / "bad.db", keys=())
     assert list(tmp_path.glob("bad*")) == []
     assert list(tmp_path.glob(".bad*")) == []
 
@@ -190,7 +189,7 @@ def test_restore_a_local_file_and_upgrade_its_schema(engine: BucketSQLite, tmp_p
 def test_restore_of_an_invalid_file_changes_nothing(engine: BucketSQLite, tmp_path: Path) -> None:
     engine.kv.set("k", "v")
     engine.force_flush()
-    before = snap.list_snapshots(engine.store, KEY)
+    before = engine.history.snapshots()
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"SQLite format 3\x00" + b"\x00" * 50)
     with pytest.raises(SnapshotCorrupt):
@@ -198,7 +197,7 @@ def test_restore_of_an_invalid_file_changes_nothing(engine: BucketSQLite, tmp_pa
     with pytest.raises(KeyError):
         engine.restore("no-such-snapshot")
     assert engine.kv.get("k") == "v"
-    assert snap.list_snapshots(engine.store, KEY) == before, "no pre-restore snapshot was made either"
+    assert engine.history.snapshots() == before, "no pre-restore snapshot was made either"
 
 
 def test_a_read_only_view_cannot_restore(make_engine: EngineFactory, tmp_path: Path) -> None:

@@ -28,11 +28,12 @@ from buckethead_django.engine import (
     BucketNotFound,
     BucketSQLite,
     CurrentSnapshotCorrupt,
+    History,
     WriterFenced,
-    generations,
     read_lease,
 )
 from buckethead_django.engine.lease import WriterLease, lease_key
+from buckethead_django.engine.lineage import generation_seq
 from buckethead_django.engine.objectstore import ObjectStore, iter_objects, open_object_store
 from buckethead_django.engine.record import GENERATION
 
@@ -129,20 +130,20 @@ def test_a_fenced_writers_flush_is_never_offered_and_the_next_writer_deletes_it(
     with pytest.raises(WriterFenced):
         paused.force_flush()
     (successor,) = successors
-    ours = {e.name for e in generations.list_snapshots(store, KEY)}
-    (leftover,) = {g.name for g in generations.list_generation_objects(store, KEY)} - ours
+    ours = {e.name for e in History(store, KEY).snapshots()}
+    (leftover,) = {g.name for g in History(store, KEY).generations()} - ours
     assert len(generation_objects(store, leftover)) == 2, "its data and signed record are in the bucket"
 
     assert successor.last_upload is not None
     assert ours == {first, successor.last_upload.generation}, "history lists only committed generations"
-    assert generations.find_snapshot(store, KEY, "previous").name == first
+    assert History(store, KEY).find("previous").name == first
     with pytest.raises(KeyError):
-        generations.find_snapshot(store, KEY, leftover)
-    seqs = [generations.generation_seq(name) for name in (first, successor.last_upload.generation, leftover)]
+        History(store, KEY).find(leftover)
+    seqs = [generation_seq(name) for name in (first, successor.last_upload.generation, leftover)]
     assert len(set(seqs)) == 3, f"no two writers share a sequence number: {seqs}"
 
     successor.stop()
-    damaged = generations.read_current(store, KEY)
+    damaged = History(store, KEY).current()
     assert damaged is not None
     assert damaged.record is not None
     chunk = damaged.record.chunks[0].key
@@ -181,7 +182,7 @@ def test_a_writer_that_refuses_to_start_changes_nothing_not_even_a_stale_lease(m
     with make_engine(signing_key=SIGNING_KEY) as bh:
         bh.kv.set("v", "1")
     store = bh.store
-    current = generations.read_current(store, KEY)
+    current = History(store, KEY).current()
     assert current is not None
     assert current.record is not None
     store.put(current.record.chunks[0].key, b"garbage" * 1000)
@@ -334,7 +335,7 @@ def test_a_writer_paused_mid_flush_leaves_nothing_restore_would_offer(
             paused.stop(signal.SIGKILL)
 
     store = open_object_store(config)
-    by_paused = [r for r in generations.list_records(store, KEY, GENERATION) if f":{paused.proc.pid}/" in r.writer]
+    by_paused = [r for r in History(store, KEY).records(GENERATION) if f":{paused.proc.pid}/" in r.writer]
     leftover = max(by_paused, key=lambda r: r.seq).name  # the flush it finished after resuming
     assert len(generation_objects(store, leftover)) == 2, "its flush left its data and signed record"
 
@@ -344,7 +345,7 @@ def test_a_writer_paused_mid_flush_leaves_nothing_restore_would_offer(
     previous = manage(tmp_path, "buckethead", "restore", "previous", "--to-file", str(tmp_path / "p.db"), **direct)
     assert leftover not in previous.stdout + previous.stderr
 
-    current = generations.read_current(store, KEY)
+    current = History(store, KEY).current()
     assert current is not None
     assert current.record is not None
     store.put(current.record.chunks[0].key, b"damaged" * 1000)

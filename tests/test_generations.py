@@ -22,15 +22,16 @@ from buckethead_django.engine import (
     BucketSQLite,
     BucketUnavailable,
     CurrentSnapshotCorrupt,
+    History,
     SnapshotConfig,
     WriterConflict,
     WriterFenced,
-    generations,
     read_lease,
 )
 from buckethead_django.engine.core import _backoff
-from buckethead_django.engine.generations import GenerationObjects, retained
+from buckethead_django.engine.history import GenerationObjects, retained
 from buckethead_django.engine.lease import WriterLease, lease_key
+from buckethead_django.engine.lineage import generation_seq
 from buckethead_django.engine.objectstore import ObjectStore, iter_objects
 
 from .conftest import EngineFactory, unreachable_config
@@ -48,7 +49,7 @@ def value_in(image: bytes, key: str) -> bytes | None:
 
 
 def generation_names(store: ObjectStore) -> list[str]:
-    return [g.name for g in generations.list_generation_objects(store, KEY)]
+    return [g.name for g in History(store, KEY).generations()]
 
 
 def flushes(bh: BucketSQLite, count: int) -> list[str]:
@@ -69,7 +70,7 @@ def test_every_flush_is_a_new_generation_and_any_retained_one_restores(make_engi
     with make_engine() as bh:
         names = flushes(bh, 3)
     assert generation_names(bh.store) == names, "one generation per flush, in order"
-    assert [generations.generation_seq(n) for n in names] == [1, 2, 3]
+    assert [generation_seq(n) for n in names] == [1, 2, 3]
     for i, name in enumerate(names):
         assert value_in(snapshot_bytes(bh.store, name), "v") == str(i).encode()
     with make_engine() as again:
@@ -139,7 +140,7 @@ def tamper_record(store: ObjectStore) -> str:
     other.execute("INSERT INTO bh_kv VALUES ('v', CAST('evil' AS BLOB), 0, 0)")
     other.commit()
     data = other.serialize()
-    current = generations.read_current(store, KEY)
+    current = History(store, KEY).current()
     assert current is not None
     assert current.record is not None
     record = current.record
@@ -148,9 +149,9 @@ def tamper_record(store: ObjectStore) -> str:
     forged = replace(
         record, size=len(data), sha256=digest, chunks=(replace(record.chunks[0], size=len(data), sha256=digest),)
     )
-    body = json.loads(store.get(generations.current_key(KEY)))
+    body = json.loads(store.get(History(store, KEY).current_key))
     body["record"] = json.loads(forged.to_json())
-    store.put(generations.current_key(KEY), json.dumps(body).encode())
+    store.put(History(store, KEY).current_key, json.dumps(body).encode())
     store.put(record.key, forged.to_json())
     return record.key
 
@@ -206,7 +207,7 @@ def test_an_unsigned_or_foreign_snapshot_is_refused_when_a_key_is_configured(
 def test_a_missing_current_record_is_not_an_empty_bucket(make_engine: EngineFactory) -> None:
     with make_engine() as bh:
         (only,) = flushes(bh, 1)
-    bh.store.delete(generations.current_key(KEY))
+    bh.store.delete(bh.history.current_key)
     with pytest.raises(CurrentSnapshotCorrupt, match="missing") as err:
         make_engine().start()
     assert err.value.restorable == only
@@ -402,7 +403,7 @@ def test_a_crash_at_any_step_of_a_flush_leaves_a_consistent_bucket(
     bh = make_engine(snapshot=SnapshotConfig(keep_snapshots=1, keep_previous=False)).start()
     assert bh.kv.get("v") == expected
     assert bh.connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    left = generations.list_generation_objects(bh.store, KEY)
+    left = bh.history.generations()
     assert all(g.has_record for g in left), "what the crash left half-written is cleaned up at start"
     bh.kv.set("v", "after")
     bh.force_flush()

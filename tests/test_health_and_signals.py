@@ -17,7 +17,6 @@ from django.urls import reverse
 from buckethead_django import runtime, signals
 from buckethead_django.conf import get_settings
 from buckethead_django.engine import BucketConfig, BucketSQLite, WriterFenced
-from buckethead_django.engine.generations import find_snapshot
 from buckethead_django.roles import Decision, Role
 from buckethead_django.testing import fresh_buckethead
 
@@ -78,7 +77,7 @@ def test_health_is_ok_and_says_how_old_the_bucket_copy_is(client: Client) -> Non
     assert 0 <= body["last_upload_age_seconds"] < 5
     assert body["last_good_snapshot_age_seconds"] == pytest.approx(body["last_upload_age_seconds"], abs=1)
     assert body["pending_changes"] is False
-    assert body["current_snapshot"] == find_snapshot(engine.store, engine.config.key, "latest").name
+    assert body["current_snapshot"] == engine.history.find("latest").name
     assert client.get(url)["Cache-Control"] == "no-store"
 
 

@@ -20,11 +20,11 @@ from buckethead_django.engine import (
     BucketSQLite,
     BucketUnavailable,
     CurrentSnapshotCorrupt,
+    History,
     ReadOnlyError,
     WriterConflict,
     WriterFenced,
     WriterLease,
-    generations,
 )
 from buckethead_django.engine.objectstore import open_object_store
 from buckethead_django.roles import Decision, Role
@@ -174,7 +174,7 @@ def test_a_writer_over_a_damaged_current_snapshot_does_not_start(as_role, tmp_pa
     seed(tmp_path / "bucket", k="good")
     seed(tmp_path / "bucket", k="newer")
     store = open_object_store(BucketConfig.local(tmp_path / "bucket"))
-    good, damaged = [r.name for r in generations.list_records(store, KEY, "generation")][::-1]
+    good, damaged = [r.name for r in History(store, KEY).records("generation")][::-1]
     store.put(f"{KEY}.generations/{damaged}.chunk0000", b"SQLite format 3\x00 but not really")
     as_role(Role.IDLE)
     with caplog.at_level(logging.ERROR, logger="buckethead_django"), pytest.raises(CurrentSnapshotCorrupt) as error:

@@ -23,7 +23,7 @@ from .errors import (
     WriterConflict,
     WriterFenced,
 )
-from .generations import SnapshotEntry, find_snapshot, list_snapshots
+from .history import History, SnapshotEntry
 from .interfaces import FileInfo, FileStore, GcReport, Interface, KVStore
 from .lease import WriterLease, read_lease
 from .objectstore import LocalObjectStore, ObjectInfo, ObjectStore, S3ObjectStore, open_object_store
@@ -42,6 +42,7 @@ __all__ = [
     "FileStore",
     "FlushResult",
     "GcReport",
+    "History",
     "Interface",
     "KVStore",
     "LocalObjectStore",
@@ -62,8 +63,6 @@ __all__ = [
     "WriterConflict",
     "WriterFenced",
     "WriterLease",
-    "find_snapshot",
-    "list_snapshots",
     "open_object_store",
     "read_lease",
 ]

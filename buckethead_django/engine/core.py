@@ -2,7 +2,7 @@
 
 A writer takes the bucket's lease, restores the current generation (after
 verifying it), and from then on commits a new generation whenever something
-changed; see `generations` for the layout and `lease` for the single-writer
+changed; see `history` for the layout and `lease` for the single-writer
 rule.
 
 The database lives in SQLite's ``memdb`` VFS under a name unique to this
@@ -35,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import NoReturn, TypeVar
 
-from . import generations, lease, snapshot
+from . import lease, snapshot
 from .config import (
     DEFAULT_BUSY_TIMEOUT,
     DEFAULT_KV_MAX_VALUE_BYTES,
@@ -58,10 +58,20 @@ from .errors import (
     SnapshotError,
     WriterFenced,
 )
-from .generations import Current, GenerationObjects, SnapshotEntry
+from .history import (
+    LATEST,
+    LEGACY_LATEST,
+    Current,
+    GenerationObjects,
+    History,
+    SnapshotEntry,
+    new_generation_name,
+    retained,
+    timestamped_label,
+    validate_label,
+)
 from .interfaces import FileStore, KVStore
 from .lease import WriterLease, read_lease
-from .lineage import uncommitted
 from .objectstore import ObjectStore, Progress, open_object_store
 from .record import GENERATION, LABELLED, SnapshotRecord
 
@@ -131,6 +141,8 @@ class BucketSQLite:
         self.config = config
         self.snapshot_config = snapshot_config or SnapshotConfig()
         self.store: ObjectStore = store if store is not None else open_object_store(config)
+        #: The bucket's generations, labels and current record under ``config.key``.
+        self.history = History(self.store, config.key)
         self.busy_timeout = busy_timeout
         self.kv_max_value_bytes = kv_max_value_bytes
         self.background_flush = background_flush
@@ -297,22 +309,21 @@ class BucketSQLite:
 
         A reader lists the generations only when there is no current record.
         """
-        key = self.config.key
         try:
-            current = generations.read_current(self.store, key)
+            current = self.history.current()
         except SnapshotCorrupt as damage:
             raise CurrentSnapshotCorrupt(damage, self._newest_verifying(None)) from None
-        listing = generations.list_generation_objects(self.store, key) if current is None or not self.read_only else []
+        listing = self.history.generations() if current is None or not self.read_only else []
         if current is None and any(g.has_record for g in listing):
-            damage = SnapshotCorrupt(generations.current_key(key), "it is missing, but the bucket holds generations")
+            damage = SnapshotCorrupt(self.history.current_key, "it is missing, but the bucket holds generations")
             raise CurrentSnapshotCorrupt(damage, self._newest_verifying(None))
         source = current.record if current is not None else None
         if source is None:
-            legacy = generations.legacy_records(self.store, key)
-            source = legacy[0] if legacy and legacy[0].name == generations.LEGACY_LATEST else None
+            legacy = self.history.legacy()
+            source = legacy[0] if legacy and legacy[0].name == LEGACY_LATEST else None
         if source is not None:
             try:
-                with generations.fetched(self.store, source, keys=self.verify_keys) as path:
+                with self.history.fetched(source, keys=self.verify_keys) as path:
                     snapshot.load(path, conn)
             except SnapshotCorrupt as damage:
                 raise CurrentSnapshotCorrupt(damage, self._newest_verifying(source.name)) from None
@@ -327,9 +338,7 @@ class BucketSQLite:
         """
         used = max((g.seq for g in listing), default=0)
         next_seq = used + 1 if current is None else max(current.next_seq, current.seq + 1, used + 1) + 1
-        claimed = generations.commit(
-            self.store,
-            self.config.key,
+        claimed = self.history.commit(
             current.record if current is not None else None,
             self.writer_id,
             etag=current.etag if current is not None else None,
@@ -339,31 +348,22 @@ class BucketSQLite:
         return claimed
 
     def _newest_verifying(self, excluding: str | None) -> str | None:
-        good = generations.newest_verifying(self.store, self.config.key, keys=self.verify_keys, excluding=excluding)
+        good = self.history.newest_verifying(keys=self.verify_keys, excluding=excluding)
         return good.name if good is not None else None
 
     def _drop_unfinished(self, listing: list[GenerationObjects], current: Current | None) -> list[GenerationObjects]:
-        """Delete generations that were never committed; return the ones that remain.
+        """Delete the generations that were never committed (see `History.unfinished`); return the others.
 
-        Those are a crashed flush's data without a record, and generations
-        `lineage` proves uncommitted (a fenced writer's rejected flush, a
-        failed attempt). This writer has claimed the bucket, so none of them
-        can be committed any more. A failure to delete is only logged.
+        This writer has claimed the bucket, so none of them can be committed
+        any more. A failure to delete is only logged.
         """
-        records = generations.read_records(
-            self.store, [generations.record_key(self.config.key, g.name, GENERATION) for g in listing if g.has_record]
-        )
-        never = uncommitted(records, current.record if current is not None else None)
-        kept = []
-        for generation in listing:
-            if generation.has_record and generation.name not in never:
-                kept.append(generation)
-                continue
+        unfinished = self.history.unfinished(listing, current.record if current is not None else None)
+        for generation in unfinished:
             try:
-                generations.delete_generation(self.store, generation)
+                self.history.delete(generation)
             except ObjectStoreError:
                 logger.warning("BucketSQLite could not delete the uncommitted generation %s", generation.name)
-        return kept
+        return [g for g in listing if g not in unfinished]
 
     @property
     def writer_id(self) -> str:
@@ -561,11 +561,9 @@ class BucketSQLite:
         """
         current = self._require(self._current)
         seq = self._next_seq
-        attempt = generations.planned(self.config.key, generations.new_generation_name(seq), seq)
+        attempt = self.history.planned(new_generation_name(seq), seq)
         try:
-            record = generations.write(
-                self.store,
-                self.config.key,
+            record = self.history.write(
                 attempt.name,
                 GENERATION,
                 source,
@@ -575,9 +573,7 @@ class BucketSQLite:
                 parent=current.record.name if current.record is not None else None,
                 progress=progress,
             )
-            self._current = generations.commit(
-                self.store, self.config.key, record, self.writer_id, etag=current.etag, next_seq=seq + 1
-            )
+            self._current = self.history.commit(record, self.writer_id, etag=current.etag, next_seq=seq + 1)
         except BaseException:
             self._abandoned.append(attempt)
             raise
@@ -589,13 +585,13 @@ class BucketSQLite:
         """Delete failed attempts and the generations retention no longer keeps; failures are retried next time."""
         for attempt in list(self._abandoned):
             try:
-                generations.delete_generation(self.store, attempt)
+                self.history.delete(attempt)
             except ObjectStoreError:
                 logger.warning("BucketSQLite could not delete the failed flush %s; will retry", attempt.name)
                 return
             self._abandoned.remove(attempt)
         current = self._current.record.name if self._current and self._current.record else None
-        keep = generations.retained(
+        keep = retained(
             self._generations,
             current=current,
             keep=self.snapshot_config.generations_kept,
@@ -604,7 +600,7 @@ class BucketSQLite:
         )
         for generation in [g for g in self._generations if g.name not in keep]:
             try:
-                generations.delete_generation(self.store, generation)
+                self.history.delete(generation)
             except ObjectStoreError:
                 logger.warning("BucketSQLite could not prune generation %s; will retry", generation.name)
                 return
@@ -614,7 +610,7 @@ class BucketSQLite:
         """Stop flushing for good: another writer committed to the bucket or took the lease."""
         current = None
         try:
-            current = generations.read_current(self.store, self.config.key)
+            current = self.history.current()
         except Exception:
             logger.debug("could not read the current record after a refused write", exc_info=True)
         other = current.writer if current is not None and current.writer != self.writer_id else "another process"
@@ -751,25 +747,23 @@ class BucketSQLite:
         """
         self.force_flush(progress=progress)
         if label is None:
-            return generations.find_snapshot(self.store, self.config.key, generations.LATEST)
-        generations.validate_label(label)
+            return self.history.find(LATEST)
+        validate_label(label)
         current = self._require(self._current).record
         try:
             if current is None:
                 # Nothing was flushed by this version yet (an empty or adopted database): label the image itself.
                 image = self._capture()
-                record = generations.write(
-                    self.store, self.config.key, label, LABELLED, image.data,
-                    seq=0, writer=self.writer_id, signing_key=self.signing_key,
-                )  # fmt: skip
+                record = self.history.write(
+                    label, LABELLED, image.data, seq=0, writer=self.writer_id, signing_key=self.signing_key
+                )
             else:
-                record = generations.copy(
-                    self.store, self.config.key, current, label, LABELLED,
-                    seq=current.seq, writer=self.writer_id, signing_key=self.signing_key,
-                )  # fmt: skip
+                record = self.history.copy(
+                    current, label, LABELLED, seq=current.seq, writer=self.writer_id, signing_key=self.signing_key
+                )
         except (PreconditionFailed, FileExistsError):
             raise FileExistsError(f"a snapshot labelled {label!r} already exists; choose another label") from None
-        return generations.find_snapshot(self.store, self.config.key, record.name)
+        return self.history.find(record.name)
 
     def restore(self, source: str | Path, *, progress: Progress | None = None) -> SnapshotEntry:
         """Replace the live database with a snapshot (by name) or a local SQLite file, and flush it.
@@ -783,7 +777,7 @@ class BucketSQLite:
         if self.read_only_reason is not None:
             raise ReadOnlyError(self.read_only_reason)
         with self._verified(source, progress) as path:
-            kept = self.snapshot(label=generations.timestamped_label("pre-restore"))
+            kept = self.snapshot(label=timestamped_label("pre-restore"))
             with self._flush_lock:
                 snapshot.load(path, self._require(self._conn))
         # The restored file may predate columns or tables the interfaces need.
@@ -806,7 +800,7 @@ class BucketSQLite:
         self.lease, self._lease_etag = lease.acquire(self.store, self.config.key, self.lease_seconds)
         try:
             with self._verified(source, progress) as path:
-                self._generations = generations.list_generation_objects(self.store, self.config.key)
+                self._generations = self.history.generations()
                 self._current = self._claim(self._current_for_recovery(), self._generations)
                 return self._commit_generation(path)
         finally:
@@ -814,11 +808,10 @@ class BucketSQLite:
 
     def _current_for_recovery(self) -> Current | None:
         """The current record to replace: as it is, or only its version when it cannot be read."""
-        key = self.config.key
         try:
-            return generations.read_current(self.store, key)
+            return self.history.current()
         except SnapshotCorrupt:
-            info = self.store.head(generations.current_key(key))
+            info = self.store.head(self.history.current_key)
             return None if info is None else Current(record=None, writer="", updated_at=0.0, etag=info.etag)
 
     @contextlib.contextmanager
@@ -828,8 +821,8 @@ class BucketSQLite:
             snapshot.validate(source, str(source))
             yield source
             return
-        entry = generations.find_snapshot(self.store, self.config.key, source)
-        with generations.fetched(self.store, entry.record, keys=self.verify_keys, progress=progress) as path:
+        entry = self.history.find(source)
+        with self.history.fetched(entry.record, keys=self.verify_keys, progress=progress) as path:
             yield path
 
     def stats(self) -> dict[str, int]:

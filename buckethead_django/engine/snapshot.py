@@ -4,7 +4,7 @@ An image is a plain SQLite database file, as the PyPI ``buckethead`` 0.4.x
 package writes it. It is only ever loaded after it has proved to be a whole,
 valid SQLite database: a damaged object raises `SnapshotCorrupt` naming it,
 and never turns into an empty database. Where images live in the bucket is
-`generations`' business.
+`history`'s business.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from ..conf import get_settings
 from ..engine import (
     BucketConfig,
     BucketSQLite,
+    History,
     ObjectStore,
     SnapshotConfig,
     WriterLease,
@@ -75,6 +76,11 @@ class Bucket:
 
     def describe(self) -> str:
         return self.store.describe()
+
+    @property
+    def history(self) -> History:
+        """The bucket's generations, labels and current record: this process's engine's, or read directly."""
+        return self.own.history if self.own is not None else History(self.store, self.config.key)
 
     # -- who writes --------------------------------------------------------------------
 

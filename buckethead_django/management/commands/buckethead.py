@@ -40,8 +40,8 @@ from ...engine import (
     WriterConflict,
     WriterLease,
 )
-from ...engine import generations as snapshots
 from ...engine.config import DEFAULT_GC_GRACE_SECONDS
+from ...engine.history import LATEST, timestamped_label, validate_label
 from ...engine.record import LABELLED, LEGACY
 from ...engine.snapshot import validate
 from ...health import DEGRADED, EngineHealth, engine_health
@@ -205,7 +205,7 @@ class Command(BaseCommand):
         bucket = Bucket.open()
         config = bucket.config
         latest, unreadable = _latest(bucket)
-        kept = sum(1 for g in snapshots.list_generation_objects(bucket.store, config.key) if g.has_record)
+        kept = sum(1 for g in bucket.history.generations() if g.has_record)
         retention = bucket.snapshot_config()
         lease = bucket.lease()
         decision = runtime.decision()
@@ -264,7 +264,7 @@ class Command(BaseCommand):
     def history(self, options: Options) -> None:
         """Every restorable snapshot: generations newest first (the current one marked), labels, a 0.4.x one."""
         bucket = Bucket.open()
-        entries = snapshots.list_snapshots(bucket.store, bucket.config.key)
+        entries = bucket.history.snapshots()
         if not entries:
             lines = [f"No snapshots yet in {bucket.describe()}."]
         else:
@@ -294,7 +294,7 @@ class Command(BaseCommand):
         label: str | None = options["label"]
         if label is not None:
             try:
-                snapshots.validate_label(label)
+                validate_label(label)
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
         bucket = Bucket.open()
@@ -309,7 +309,7 @@ class Command(BaseCommand):
         else:
             lease = bucket.live_writer()
             try:
-                source = snapshots.find_snapshot(bucket.store, bucket.config.key, snapshots.LATEST)
+                source = bucket.history.find(LATEST)
             except KeyError:
                 raise CommandError(
                     f"there is no snapshot in {bucket.describe()} yet, so there is nothing to copy; "
@@ -340,7 +340,7 @@ class Command(BaseCommand):
     def _refuse_existing_label(self, bucket: Bucket, label: str) -> None:
         """A label names one snapshot for good: never replace it silently."""
         try:
-            existing = snapshots.find_snapshot(bucket.store, bucket.config.key, label)
+            existing = bucket.history.find(label)
         except KeyError:
             return
         raise CommandError(
@@ -357,7 +357,7 @@ class Command(BaseCommand):
         if options["to_file"] is not None:
             if file is not None:
                 raise CommandError("--to-file downloads a snapshot from the bucket; it cannot be used with --file")
-            self._download(options, name or snapshots.LATEST, options["to_file"])
+            self._download(options, name or LATEST, options["to_file"])
             return
         if (name is None) == (file is None):
             raise CommandError("give either the name of a snapshot (see `manage.py buckethead history`) or --file PATH")
@@ -391,7 +391,7 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"{described} cannot be restored: it failed verification ({exc.reason}). Nothing was changed."
                 ) from None
-        current = snapshots.find_snapshot(bucket.store, bucket.config.key, snapshots.LATEST)
+        current = bucket.history.find(LATEST)
         if kept is not None:
             after = (
                 f"The state it replaced is kept as snapshot {kept.name!r}; to undo: "
@@ -429,7 +429,7 @@ class Command(BaseCommand):
     ) -> Damage:
         """Make ``source`` the current generation of a bucket whose current snapshot fails verification."""
         try:
-            current = snapshots.read_current(bucket.store, bucket.config.key)
+            current = bucket.history.current()
         except SnapshotCorrupt:
             current = None
         name = current.record.name if current is not None and current.record is not None else None
@@ -455,7 +455,7 @@ class Command(BaseCommand):
         _, keys = bucket.signing_keys()
         with ProgressBar(self.stderr, f"Downloading {name}", entry.size) as bar:
             try:
-                snapshots.fetch(bucket.store, entry.record, dest, keys=keys, progress=bar)
+                bucket.history.fetch(entry.record, dest, keys=keys, progress=bar)
             except SnapshotCorrupt as exc:
                 raise CommandError(
                     f"snapshot {name!r} failed verification ({exc.reason}); nothing was written to {dest}"
@@ -465,9 +465,9 @@ class Command(BaseCommand):
 
     def _find_snapshot(self, bucket: Bucket, name: str) -> SnapshotEntry:
         try:
-            return snapshots.find_snapshot(bucket.store, bucket.config.key, name)
+            return bucket.history.find(name)
         except KeyError:
-            names = [e.name for e in snapshots.list_snapshots(bucket.store, bucket.config.key)]
+            names = [e.name for e in bucket.history.snapshots()]
             known = f"restorable snapshots: {', '.join(names)}" if names else "it holds no snapshots yet"
             raise CommandError(f"there is no snapshot named {name!r} in {bucket.describe()}; {known}") from None
 
@@ -759,9 +759,7 @@ def _copy_to_label(bucket: Bucket, source: SnapshotEntry, label: str) -> Snapsho
     if source.kind != LEGACY:
         source.record.verify_signature(keys)
     try:
-        record = snapshots.copy(
-            bucket.store,
-            bucket.config.key,
+        record = bucket.history.copy(
             source.record,
             label,
             LABELLED,
@@ -771,17 +769,17 @@ def _copy_to_label(bucket: Bucket, source: SnapshotEntry, label: str) -> Snapsho
         )
     except (FileExistsError, PreconditionFailed):
         raise CommandError(f"a snapshot labelled {label!r} already exists; choose another label") from None
-    return snapshots.find_snapshot(bucket.store, bucket.config.key, record.name)
+    return bucket.history.find(record.name)
 
 
 def _latest(bucket: Bucket) -> tuple[SnapshotEntry | None, str | None]:
     """The snapshot a writer would start from (None: none yet), or why the bucket's current record is unreadable."""
     try:
-        snapshots.read_current(bucket.store, bucket.config.key)
+        bucket.history.current()
     except SnapshotCorrupt as exc:
         return None, str(exc)
     try:
-        return snapshots.find_snapshot(bucket.store, bucket.config.key, snapshots.LATEST), None
+        return bucket.history.find(LATEST), None
     except KeyError:
         return None, None
 
@@ -854,7 +852,7 @@ def _as_of_clause(engine: BucketSQLite) -> str:
 
 
 def _default_label() -> str:
-    return snapshots.timestamped_label("manual")
+    return timestamped_label("manual")
 
 
 def _entry_line(entry: SnapshotEntry) -> str:
