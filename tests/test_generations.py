@@ -28,11 +28,11 @@ from buckethead_django.engine import (
     WriterFenced,
     read_lease,
 )
-from buckethead_django.engine.core import _backoff
 from buckethead_django.engine.history import GenerationObjects, retained
 from buckethead_django.engine.lease import WriterLease, lease_key
 from buckethead_django.engine.lineage import generation_seq
 from buckethead_django.engine.objectstore import ObjectStore, iter_objects
+from buckethead_django.engine.retry import backoff
 
 from .conftest import EngineFactory, unreachable_config
 from .snapshots import KEY, current_record, snapshot_bytes
@@ -344,7 +344,7 @@ def test_a_failed_flush_is_retried_by_the_loop_before_the_next_interval(
 
 def test_backoff_grows_exponentially_with_jitter_up_to_its_cap() -> None:
     for attempt, ceiling in [(1, 1), (2, 2), (3, 4), (4, 8), (9, 30), (50, 30)]:
-        samples = [_backoff(attempt, cap=30) for _ in range(200)]
+        samples = [backoff(attempt, cap=30) for _ in range(200)]
         assert all(ceiling / 2 <= s <= ceiling for s in samples)
         assert len(set(samples)) > 100, "jittered, so retries of many processes spread out"
 

@@ -23,7 +23,6 @@ import contextlib
 import itertools
 import logging
 import os
-import random
 import sqlite3
 import tempfile
 import threading
@@ -35,7 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import NoReturn, TypeVar
 
-from . import lease, snapshot
+from . import snapshot
 from .config import (
     DEFAULT_BUSY_TIMEOUT,
     DEFAULT_KV_MAX_VALUE_BYTES,
@@ -71,9 +70,10 @@ from .history import (
     validate_label,
 )
 from .interfaces import FileStore, KVStore
-from .lease import WriterLease, read_lease
+from .lease import LeaseKeeper, WriterLease, read_lease
 from .objectstore import ObjectStore, Progress, open_object_store
 from .record import GENERATION, LABELLED, SnapshotRecord
+from .retry import backoff
 
 logger = logging.getLogger("buckethead_django.engine")
 
@@ -147,17 +147,11 @@ class BucketSQLite:
         self.kv_max_value_bytes = kv_max_value_bytes
         self.background_flush = background_flush
         self.read_only_reason = read_only_reason
-        self.lease_seconds = lease_seconds
-        self.lease_wait = lease_wait
+        self._lease_keeper = LeaseKeeper(self.store, config.key, lease_seconds=lease_seconds, wait_seconds=lease_wait)
         self.startup_timeout = startup_timeout
         self.signing_key = signing_key
         #: Snapshots verify when signed with any of these (the signing key first); none: no signature check.
         self.verify_keys: tuple[bytes, ...] = tuple(k for k in (signing_key, *verify_keys) if k)
-        #: This engine's own writer lease while it runs as the writer.
-        self.lease: WriterLease | None = None
-        self._lease_etag = ""
-        self._lease_retry_at = 0.0
-        self._lease_failures = 0
         self._current: Current | None = None
         #: The sequence number of this writer's next generation (see `_claim`).
         self._next_seq = 1
@@ -224,7 +218,7 @@ class BucketSQLite:
                 files = FileStore(files_conn, self.store, prefix=self.config.files_prefix)
             except BaseException:
                 self._close_connections()
-                self._release_lease()
+                self._lease_keeper.release()
                 raise
             if self.read_only_reason is not None:
                 for c in (conn, kv_conn, files_conn):
@@ -266,7 +260,7 @@ class BucketSQLite:
                         "Nothing was started, so nothing in the bucket can be overwritten by an empty database. "
                         "If the bucket is only slow to come up, allow a longer wait (STARTUP_TIMEOUT)."
                     ) from exc
-                delay = min(remaining, _backoff(attempt, cap=5.0))
+                delay = min(remaining, backoff(attempt, cap=5.0))
                 logger.warning(
                     "BucketSQLite cannot reach %s (%s); retrying in %.1fs", self.store.describe(), exc, delay
                 )
@@ -281,18 +275,15 @@ class BucketSQLite:
         it found it. The claim is conditional on the current record it read,
         so if another writer committed meanwhile, it reads and verifies again.
         """
-        key = self.config.key
         for _ in range(CLAIM_ATTEMPTS):
             if not self.read_only and self.lease is None:
                 # Before reading, so that what is restored is what the previous writer flushed last.
-                lease.wait_until_free(self.store, key, self.lease_wait)
+                self._lease_keeper.wait_until_free()
             current, listing = self._load_current(conn)
             if self.read_only:
                 return
             if self.lease is None:
-                self.lease, self._lease_etag = lease.acquire(
-                    self.store, key, self.lease_seconds, wait_seconds=self.lease_wait
-                )
+                self._lease_keeper.take()
             try:
                 self._current = self._claim(current, listing)
             except PreconditionFailed:
@@ -394,7 +385,7 @@ class BucketSQLite:
                 interface.refuse_writes(STOPPING)
             if self.fenced is None:
                 self.force_flush()
-                self._release_lease()
+                self._lease_keeper.release()
             else:
                 self._save_fenced_copy()
         with self._state_lock:
@@ -646,7 +637,7 @@ class BucketSQLite:
         error = self._explain_lock(exc)
         self.last_error = error
         self._failures += 1
-        self._retry_at = time.monotonic() + _backoff(self._failures, cap=self.snapshot_config.interval_seconds)
+        self._retry_at = time.monotonic() + backoff(self._failures, cap=self.snapshot_config.interval_seconds)
         self._call(self._on_flush_error, error)
         if error is exc:
             raise exc
@@ -675,11 +666,13 @@ class BucketSQLite:
         next_flush = time.monotonic() + interval
         while True:
             now = time.monotonic()
-            wake = min(next_flush, self._retry_at or next_flush, self._lease_due())
+            # A fenced writer no longer renews: the lease is another process's now, or soon will be.
+            renew_at = self._lease_keeper.due() if self.fenced is None else float("inf")
+            wake = min(next_flush, self._retry_at or next_flush, renew_at)
             if self._stop_event.wait(max(0.0, wake - now)):
                 return
             try:
-                if time.monotonic() >= self._lease_due():
+                if self.fenced is None and time.monotonic() >= self._lease_keeper.due():
                     self._renew_lease()
                 if self.fenced is not None:
                     next_flush = time.monotonic() + interval
@@ -703,39 +696,35 @@ class BucketSQLite:
 
     # -- the writer lease --------------------------------------------------------------
 
+    @property
+    def lease(self) -> WriterLease | None:
+        """This engine's own writer lease while it runs as the writer, else None."""
+        return self._lease_keeper.lease
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long the writer lease lasts; it is renewed at half its life."""
+        return self._lease_keeper.lease_seconds
+
+    @property
+    def lease_wait(self) -> float:
+        """How long `start()` waits for another live writer to release the lease."""
+        return self._lease_keeper.wait_seconds
+
     def writer_lease(self) -> WriterLease | None:
         """The bucket's current writer lease (this process's or another's), live or expired, or None."""
         return read_lease(self.store, self.config.key)
 
-    def _lease_due(self) -> float:
-        """When (monotonic) the lease next needs renewing: at half its life, or at the next retry."""
-        if self.lease is None or self.fenced is not None:
-            return float("inf")
-        due = time.monotonic() + (self.lease.renewed_at + self.lease_seconds / 2 - time.time())
-        return max(due, self._lease_retry_at)
-
     def _renew_lease(self) -> None:
-        current = self._require(self.lease)
+        """Renew the lease now; fence this writer off if another process has taken it over.
+
+        Any other failure is raised, and the renewal retried with backoff.
+        """
         try:
-            self.lease, self._lease_etag = lease.renew(self.store, self.config.key, current, self._lease_etag)
-            self._lease_failures = 0
+            self._lease_keeper.renew()
         except PreconditionFailed as exc:
             with self._flush_lock, contextlib.suppress(WriterFenced):
                 self._fence(exc)
-        except ObjectStoreError:
-            self._lease_failures += 1
-            self._lease_retry_at = time.monotonic() + _backoff(self._lease_failures, cap=self.lease_seconds / 8)
-            raise
-
-    def _release_lease(self) -> None:
-        """Delete the lease after the final flush, unless another process has taken it since."""
-        if self.lease is None:
-            return
-        try:
-            lease.release(self.store, self.config.key, self.lease)
-        except Exception:
-            logger.exception("BucketSQLite could not release its writer lease on %s", self.store.describe())
-        self.lease = None
 
     # -- operator actions --------------------------------------------------------------
 
@@ -797,14 +786,14 @@ class BucketSQLite:
         """
         if self.started or self.read_only:
             raise SnapshotError("recover() is for a stopped writer engine; a running one uses restore()")
-        self.lease, self._lease_etag = lease.acquire(self.store, self.config.key, self.lease_seconds)
+        self._lease_keeper.take(wait=False)
         try:
             with self._verified(source, progress) as path:
                 self._generations = self.history.generations()
                 self._current = self._claim(self._current_for_recovery(), self._generations)
                 return self._commit_generation(path)
         finally:
-            self._release_lease()
+            self._lease_keeper.release()
 
     def _current_for_recovery(self) -> Current | None:
         """The current record to replace: as it is, or only its version when it cannot be read."""
@@ -841,9 +830,3 @@ class BucketSQLite:
             callback(*args)
         except Exception:
             logger.exception("BucketSQLite flush callback %r raised", callback)
-
-
-def _backoff(attempt: int, *, cap: float, base: float = 1.0) -> float:
-    """Exponential backoff with full jitter: up to ``base * 2**(attempt-1)`` seconds, never more than ``cap``."""
-    jitter = random.uniform(0.5, 1.0)  # noqa: S311 - spreads retries out, not a secret
-    return jitter * min(cap, base * 2 ** min(attempt - 1, 30))

@@ -14,11 +14,17 @@ rolling deploy hand the bucket over without losing a write.
 Renewal is rare on purpose: a lease lasts ``lease_seconds`` (five minutes by
 default) and is renewed when half of that has passed, so an idle writer
 costs a handful of writes an hour rather than one per flush tick.
+
+A writer keeps its lease through one `LeaseKeeper`: it takes the lease,
+says when it is next due for renewal, renews it (backing off after a
+failure) and releases it. A renewal refused because another process took
+the lease over is reported to the writer, which fences itself off.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -27,9 +33,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import ObjectNotFound, PreconditionFailed, WriterConflict
+from .config import DEFAULT_LEASE_SECONDS, DEFAULT_LEASE_WAIT
+from .errors import NotStarted, ObjectNotFound, ObjectStoreError, PreconditionFailed, WriterConflict
 from .objectstore import ObjectStore
 from .objectstore.conditional import put_conditionally
+from .retry import backoff
+
+logger = logging.getLogger("buckethead_django.engine")
 
 LEASE_SUFFIX = ".lease"
 
@@ -210,6 +220,96 @@ def release(store: ObjectStore, snapshot_key: str, lease: WriterLease) -> None:
     current = read_lease(store, snapshot_key)
     if current is None or lease.same_holder(current):
         store.delete(lease_key(snapshot_key))
+
+
+class LeaseKeeper:
+    """This process's hold on the bucket's writer lease: taken once, renewed at half its life, released at the end.
+
+    It keeps what renewal needs (the version of the lease object it last
+    wrote, and when to try again after a failure), so the writer only asks
+    `due` and calls `renew`. It never fences: a renewal refused because
+    another process has taken the lease raises `PreconditionFailed`, and the
+    writer fences itself off.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        snapshot_key: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        wait_seconds: float = DEFAULT_LEASE_WAIT,
+    ) -> None:
+        self.store = store
+        self.snapshot_key = snapshot_key
+        self.lease_seconds = lease_seconds
+        #: How long `take` (and `wait_until_free`) wait for another live process to let go.
+        self.wait_seconds = wait_seconds
+        #: The lease this process holds, or None.
+        self.lease: WriterLease | None = None
+        self._etag = ""
+        self._retry_at = 0.0
+        self._failures = 0
+
+    def wait_until_free(self) -> None:
+        """Wait up to ``wait_seconds`` until no other live process holds the lease, changing nothing.
+
+        `WriterConflict` when the wait runs out.
+        """
+        wait_until_free(self.store, self.snapshot_key, self.wait_seconds)
+
+    def take(self, *, wait: bool = True) -> WriterLease:
+        """Take the lease, waiting up to ``wait_seconds`` for its holder (not at all with ``wait=False``).
+
+        `WriterConflict`, naming the holder, when another live process keeps it.
+        """
+        self.lease, self._etag = acquire(
+            self.store, self.snapshot_key, self.lease_seconds, wait_seconds=self.wait_seconds if wait else 0.0
+        )
+        return self.lease
+
+    def due(self) -> float:
+        """When (monotonic) the lease next needs renewing: at half its life, or at the next retry.
+
+        Infinity while no lease is held.
+        """
+        if self.lease is None:
+            return float("inf")
+        due = time.monotonic() + (self.lease.renewed_at + self.lease_seconds / 2 - time.time())
+        return max(due, self._retry_at)
+
+    def renew(self) -> WriterLease:
+        """Extend the lease now.
+
+        Raises `PreconditionFailed` when another process has taken it over
+        (the caller is fenced off), and any other `ObjectStoreError` after
+        scheduling a retry with backoff (`due` says when).
+        """
+        if self.lease is None:
+            raise NotStarted("this process holds no writer lease to renew: take() it first")
+        try:
+            self.lease, self._etag = renew(self.store, self.snapshot_key, self.lease, self._etag)
+        except PreconditionFailed:
+            raise
+        except ObjectStoreError:
+            self._failures += 1
+            self._retry_at = time.monotonic() + backoff(self._failures, cap=self.lease_seconds / 8)
+            raise
+        self._failures = 0
+        return self.lease
+
+    def release(self) -> None:
+        """Delete the lease (after the final flush), unless another process has taken it since; forget it.
+
+        A failure is logged, not raised: the lease then expires on its own.
+        """
+        if self.lease is None:
+            return
+        try:
+            release(self.store, self.snapshot_key, self.lease)
+        except Exception:
+            logger.exception("BucketSQLite could not release its writer lease on %s", self.store.describe())
+        self.lease = None
 
 
 def _write(store: ObjectStore, snapshot_key: str, lease: WriterLease, etag: str | None) -> tuple[WriterLease, str]:
