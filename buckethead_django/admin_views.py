@@ -45,6 +45,8 @@ from .engine import (
     WriterLease,
     read_lease,
 )
+from .engine.database import LocalDir
+from .engine.host import ReplicatorInfo
 from .health import EngineHealth, engine_health
 from .storage import BucketHeadStorage
 
@@ -320,6 +322,14 @@ class WriterStatus:
     lease_expires_at: dt.datetime | None
     #: When this process last renewed its own lease (known from memory even when the bucket is out of reach).
     own_lease_renewed_at: dt.datetime | None
+    #: This process on its host: replicator, member (another process ships) or read-only.
+    host_role: str
+    #: The host's replicator as it announced itself, or None (a read-only view, or none yet).
+    replicator: ReplicatorInfo | None
+    #: Where the host's database is, and why there.
+    local: LocalDir
+    #: Copies of the host's database set aside when the replicator took the role: ``(path, why)``.
+    set_aside: list[tuple[str, str]]
 
 
 def writer_status(bh: BucketSQLite, reads: BucketReads) -> WriterStatus:
@@ -336,6 +346,10 @@ def writer_status(bh: BucketSQLite, reads: BucketReads) -> WriterStatus:
         lease_renewed_at=datetime_of(lease.renewed_at) if lease else None,
         lease_expires_at=datetime_of(lease.expires_at) if lease else None,
         own_lease_renewed_at=datetime_of(bh.lease.renewed_at) if bh.lease else None,
+        host_role=bh.role,
+        replicator=bh.replicator_info(),
+        local=bh.local,
+        set_aside=bh.set_aside,
     )
 
 

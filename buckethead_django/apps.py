@@ -1,4 +1,4 @@
-"""The Django app: decide this process's role and start the writer where it belongs."""
+"""The Django app: decide this process's role, and attach a server's process to the host's database at once."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from django.utils.crypto import salted_hmac
 
 from .engine import BucketConfig, BucketSQLite, SnapshotConfig
 from .engine import config as engine_config
+from .engine.database import LocalDir, choose_local_dir, identity
 
 ENV_PREFIX = "BUCKETHEAD_"
 BACKENDS = ("local", "s3")
@@ -29,6 +30,7 @@ HEALTH_DETAILS = ("staff", "public", "never")
 DEFAULTS: dict[str, Any] = {
     "BACKEND": "local",
     "LOCAL_PATH": None,
+    "LOCAL_DIR": None,
     "BUCKET": "",
     "ENDPOINT_URL": None,
     "ACCOUNT_ID": None,
@@ -47,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "LEASE_SECONDS": engine_config.DEFAULT_LEASE_SECONDS,
     "LEASE_WAIT": engine_config.DEFAULT_LEASE_WAIT,
     "STARTUP_TIMEOUT": engine_config.DEFAULT_STARTUP_TIMEOUT,
+    "LEASE_CONFLICT": engine_config.DEFAULT_LEASE_CONFLICT,
     "AUTOSTART": None,
     "BUSY_TIMEOUT": engine_config.DEFAULT_BUSY_TIMEOUT,
     "KV_MAX_VALUE_BYTES": engine_config.DEFAULT_KV_MAX_VALUE_BYTES,
@@ -125,6 +128,8 @@ class BucketHeadSettings:
             "lease_seconds": float(self.values["LEASE_SECONDS"]),
             "lease_wait": float(self.values["LEASE_WAIT"]),
             "startup_timeout": float(self.values["STARTUP_TIMEOUT"]),
+            "local_dir": self.local_dir,
+            "lease_conflict": self.values["LEASE_CONFLICT"],
             "signing_key": keys[0] if keys else None,
             "verify_keys": keys[1:],
             **overrides,
@@ -163,12 +168,27 @@ class BucketHeadSettings:
         """The local backend's directory: ``LOCAL_PATH``, else ``<BASE_DIR>/.buckethead``."""
         if self.values["LOCAL_PATH"]:
             return Path(self.values["LOCAL_PATH"])
-        base = getattr(django_settings, "BASE_DIR", None)
-        return Path(base or Path.cwd()) / ".buckethead"
+        return _project_dir() / ".buckethead"
+
+    @property
+    def local_dir(self) -> LocalDir:
+        """Where the host's database lives: ``LOCAL_DIR``, else under ``/dev/shm`` where it has room, else under
+        ``<BASE_DIR>/.buckethead-host`` (beside the local backend's bucket, never in it). Only call when `errors`
+        is empty."""
+        configured = self.values["LOCAL_DIR"]
+        return choose_local_dir(
+            Path(configured) if configured else None,
+            identity(self.bucket_config().identity),
+            _project_dir() / ".buckethead-host",
+        )
 
     def describe(self) -> dict[str, Any]:
         """The values with secrets masked, for status output and logs."""
         return {k: ("********" if k in _SECRETS and v else v) for k, v in self.values.items()}
+
+
+def _project_dir() -> Path:
+    return Path(getattr(django_settings, "BASE_DIR", None) or Path.cwd())
 
 
 def get_settings(environ: Mapping[str, str] | None = None) -> BucketHeadSettings:
@@ -217,24 +237,7 @@ def _coerce(values: dict[str, Any], sources: dict[str, str], problems: list[Prob
             values[key] = default  # an empty environment variable means "not set"
             continue
         try:
-            if key == "AUTOSTART":
-                values[key] = _parse_autostart(value)
-            elif key == "SIGNING_KEY":
-                values[key] = _parse_signing_key(value)
-            elif key == "KEEP_SNAPSHOTS_MAX_AGE":
-                values[key] = float(value)
-            elif key == "HEALTH_DETAILS":
-                values[key] = _parse_health_details(value)
-            elif isinstance(default, bool):
-                values[key] = _parse_bool(value)
-            elif isinstance(default, int):
-                values[key] = int(value)
-            elif isinstance(default, float):
-                values[key] = float(value)
-            elif key == "LOCAL_PATH":
-                values[key] = Path(value)
-            else:
-                values[key] = str(value)
+            values[key] = _parser(key, default)(value)
         except (TypeError, ValueError):
             problems.append(
                 Problem(
@@ -355,6 +358,33 @@ def _parse_health_details(value: Any) -> str:
     raise ValueError(value)
 
 
+def _parser(key: str, default: Any) -> Callable[[Any], Any]:
+    """How the value of ``key`` is read: its own parser, else the type of its default."""
+    special: dict[str, Callable[[Any], Any]] = {
+        "AUTOSTART": _parse_autostart,
+        "SIGNING_KEY": _parse_signing_key,
+        "KEEP_SNAPSHOTS_MAX_AGE": float,
+        "HEALTH_DETAILS": _parse_health_details,
+        "LEASE_CONFLICT": lambda value: _parse_choice(value, engine_config.LEASE_CONFLICT_CHOICES),
+        "LOCAL_PATH": Path,
+        "LOCAL_DIR": Path,
+    }
+    if key in special:
+        return special[key]
+    if isinstance(default, bool):
+        return _parse_bool
+    if isinstance(default, (int, float)):
+        return type(default)
+    return str
+
+
+def _parse_choice(value: Any, choices: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise ValueError(value)
+    return text
+
+
 def _parse_signing_key(value: Any) -> str | bool | None:
     """A secret string, or False to disable signing ('off', 'false', '0' in the environment)."""
     if value is False:
@@ -377,6 +407,11 @@ _HINTS = {
         "Use 'staff' (only staff users see the health view's details), 'public' or True (anyone does), or 'never' "
         "or False (nobody does)."
     ),
+    "LEASE_CONFLICT": (
+        "Use 'exit' (a process on a second host stops with WriterConflict) or 'read-only' (it serves a read-only "
+        "copy of the latest snapshot)."
+    ),
+    "LOCAL_DIR": "Use the path of a local directory (by default one under /dev/shm, else under the project).",
 }
 
 

@@ -1,15 +1,19 @@
-"""How well the process's engine is doing, in one place for the health view, the admin and ``buckethead status``.
+"""How well the host's database is doing, in one place for the health view, the admin and ``buckethead status``.
 
 - ``ok``: flushes succeed (or nothing needed flushing yet).
-- ``degraded``: the last flush failed. The site keeps working from memory and
-  the change stays pending; the bucket holds the last good snapshot, whose
-  age says how much a crash would lose now.
-- ``failing``: this process was fenced off. Another writer took the bucket
-  over, so this one will never flush again; it keeps serving from memory,
-  but nothing it changes reaches the bucket. Only stopping it helps.
+- ``degraded``: the last flush failed, or copies of the host's database were
+  set aside when the replicator started (they hold changes the bucket does
+  not have: an operator must look at them). The site keeps working from the
+  host's database and the change stays pending; the bucket holds the last
+  good snapshot, whose age says how much losing the host would lose now.
+- ``failing``: this host was fenced off. Another host took the bucket over,
+  so this one will never ship again; it keeps serving from its database,
+  but nothing it changes reaches the bucket. Only stopping its processes
+  helps.
 
-Everything here is read from the engine's memory: a health check costs no
-request to the bucket.
+Every process of the host reports the same: the replicator from its memory,
+the others (members) from what the replicator announces in ``LOCAL_DIR``
+(``replicator.json``). A health check costs no request to the bucket.
 """
 
 from __future__ import annotations
@@ -28,16 +32,22 @@ class EngineHealth:
     """The engine's state as a monitor or an operator needs it."""
 
     status: str
-    #: Why this process stopped flushing (another writer took the bucket over), or None.
+    #: Why this host stopped shipping (another host took the bucket over), or None.
     fenced: str | None
     #: The error of the last failed flush (the fence, when fenced), or None.
     last_error: str | None
-    #: The snapshot the bucket's current state is: the generation this engine last wrote, else the one it loaded.
+    #: The snapshot the bucket's current state is: the generation the host last shipped, else the one it loaded.
     current_snapshot: str | None
-    #: When the bucket last received a good snapshot of this engine's data (Unix time), or None.
+    #: When the bucket last held everything of the host's data (Unix time), or None.
     last_good_at: float | None
-    #: When this engine last uploaded a snapshot (Unix time), or None.
+    #: When the host last uploaded a snapshot (Unix time), or None.
     last_upload_at: float | None
+    #: This process on its host: ``replicator``, ``member`` or ``read-only``.
+    role: str = "replicator"
+    #: The host's replicator, as it announced itself: ``(host name, pid)``; None for a read-only view.
+    replicator: tuple[str, int] | None = None
+    #: Copies of the host's database set aside when the replicator started: ``(path, why)``.
+    set_aside: tuple[tuple[str, str], ...] = ()
 
     @property
     def last_good_age_seconds(self) -> float | None:
@@ -56,23 +66,38 @@ class EngineHealth:
             "current_snapshot": self.current_snapshot,
             "last_upload_age_seconds": self.last_upload_age_seconds,
             "last_good_snapshot_age_seconds": self.last_good_age_seconds,
+            "role": self.role,
+            "replicator": None if self.replicator is None else dict(zip(("host", "pid"), self.replicator, strict=True)),
+            "set_aside": [{"path": path, "reason": why} for path, why in self.set_aside],
         }
 
 
 def engine_health(engine: BucketSQLite) -> EngineHealth:
-    """``engine``'s health: `FAILING` when fenced, `DEGRADED` after a failed flush, else `OK`."""
+    """``engine``'s health: `FAILING` when fenced, `DEGRADED` after a failed flush or with copies set aside, else
+    `OK`."""
     fenced = engine.fenced
     error = engine.last_error
     upload = engine.last_upload
     restored = engine.restored_from
+    info = engine.replicator_info()
+    set_aside = tuple(engine.set_aside)
+    last_good_at = upload.at if upload is not None else (restored.created_at if restored is not None else None)
     if upload is not None and upload.generation:
         current: str | None = upload.generation
+    elif restored is not None:
+        current = restored.name
     else:
-        current = restored.name if restored is not None else None
-    last_good_at = upload.at if upload is not None else (restored.created_at if restored is not None else None)
+        current = None
+    if engine.role == "member" and info is not None:
+        # What the host's replicator announced: the generation it restored or last shipped, and when the host's
+        # database last equalled the bucket's copy (state.json), if it has not uploaded since it started.
+        current = info.current_snapshot or current
+        if last_good_at is None:
+            state = engine.host.state()
+            last_good_at = state.recorded_at if state is not None and state.generation == current else None
     if fenced is not None:
         status = FAILING
-    elif error is not None:
+    elif error is not None or set_aside:
         status = DEGRADED
     else:
         status = OK
@@ -83,4 +108,7 @@ def engine_health(engine: BucketSQLite) -> EngineHealth:
         current_snapshot=current,
         last_good_at=last_good_at,
         last_upload_at=upload.at if upload is not None else None,
+        role=engine.role,
+        replicator=None if info is None else (info.host, info.pid),
+        set_aside=set_aside,
     )

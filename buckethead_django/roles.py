@@ -1,20 +1,25 @@
-"""Which role this process plays, decided from how it was started.
+"""When this process attaches to the host's database, decided from how it was started.
 
-A pure function of the command line, the environment and ``AUTOSTART``, so
-the rules can be read (and tested) in one place:
+Every process of the site on the writer host reads and writes the host's
+database; which one is the host's replicator is settled by a lock between
+them (see `buckethead_django.engine.host`), not here. What is decided here
+is only whether the process attaches at ``ready()`` or on first use, and
+whether it may touch the configured bucket at all. A pure function of the
+command line, the environment and ``AUTOSTART``, so the rules can be read
+(and tested) in one place:
 
 - Under a test runner (``manage.py test``, pytest): a throwaway engine on a
   temporary directory that never touches the configured bucket, whatever
   ``AUTOSTART`` says, so a test run can never overwrite real data.
-- ``AUTOSTART = True``: the writer, whatever else the process is.
-- ``AUTOSTART = False``: never a writer; touching the engine gives a reader.
-- ``manage.py runserver``: the writer in the autoreloader's serving child
-  (``RUN_MAIN=true``) or with ``--noreload``; nothing in the reloader's parent.
-- Any other management command (``migrate``, ``shell``, ``collectstatic``...):
-  a reader, restored lazily and read-only.
+- ``AUTOSTART = True``: attach at ``ready()``, whatever else the process is.
+- ``AUTOSTART = False``: attach on first use only.
+- ``manage.py runserver``: its serving child (``RUN_MAIN=true``, or with
+  ``--noreload``) attaches at ``ready()``; the reloader's parent attaches
+  nothing.
 - A WSGI/ASGI server (gunicorn, uvicorn, daphne, hypercorn, granian, uWSGI,
-  waitress, mod_wsgi): the writer, when it loads the application.
-- Anything else (a script, a worker): a reader.
+  waitress, mod_wsgi): each worker attaches when it loads the application.
+- Any other process (``migrate``, ``shell``, a cron command, a task worker,
+  a script): attaches on first use.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from dataclasses import dataclass
 
 
 class Role(enum.StrEnum):
-    WRITER = "writer"  # owns the database: restores at start, snapshots, flushes at exit
-    READER = "reader"  # a read-only view of the latest snapshot, restored on first use
+    SERVER = "server"  # serves requests: attaches to the host's database at ready()
+    PROCESS = "process"  # any other process of the site: attaches on first use
     TEST = "test"  # a throwaway engine on a temporary directory
     IDLE = "idle"  # runserver's autoreloader parent: starts nothing, its child serves
 
@@ -74,19 +79,19 @@ def decide(  # noqa: PLR0911 - a decision table reads best as early returns
 ) -> Decision:
     program, command = _program_and_command(argv)
 
-    # First: nothing, not even AUTOSTART left in a developer's environment, makes a test run a writer.
+    # First: nothing, not even AUTOSTART left in a developer's environment, makes a test run reach the bucket.
     if running_tests(argv, modules):
         return Decision(Role.TEST, False, "running tests: a throwaway engine on a temporary directory")
     if autostart is True:
-        return Decision(Role.WRITER, True, "BUCKETHEAD['AUTOSTART'] is True")
+        return Decision(Role.SERVER, True, "BUCKETHEAD['AUTOSTART'] is True")
     if autostart is False:
-        return Decision(Role.READER, False, "BUCKETHEAD['AUTOSTART'] is False")
+        return Decision(Role.PROCESS, False, "BUCKETHEAD['AUTOSTART'] is False")
     if command in RUNSERVER_COMMANDS:
         if "--noreload" in argv or environ.get("RUN_MAIN") == "true":
-            return Decision(Role.WRITER, True, f"`manage.py {command}` serving process")
+            return Decision(Role.SERVER, True, f"`manage.py {command}` serving process")
         return Decision(Role.IDLE, False, f"`manage.py {command}` autoreloader parent (its child serves)")
     if command is not None:
-        return Decision(Role.READER, False, f"`manage.py {command}` does not serve requests")
+        return Decision(Role.PROCESS, False, f"`manage.py {command}` attaches on first use")
     if program in SERVER_PROGRAMS or any(m in modules for m in SERVER_MODULES):
-        return Decision(Role.WRITER, True, f"application loaded by a WSGI/ASGI server ({program or 'embedded'})")
-    return Decision(Role.READER, False, f"{program or 'this process'} is not a known server")
+        return Decision(Role.SERVER, True, f"application loaded by a WSGI/ASGI server ({program or 'embedded'})")
+    return Decision(Role.PROCESS, False, f"{program or 'this process'} attaches on first use")

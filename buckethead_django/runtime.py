@@ -1,9 +1,16 @@
-"""The process's one engine, and the role it plays.
+"""The process's one engine, and when it attaches.
 
 `AppConfig.ready()` calls `configure()` once with the role decided from how
-the process was started (see `roles`). The writer starts at once; a reader
-or a test engine starts on first use of `get_buckethead()`. Adapters (cache,
-storage, commands, admin) reach the engine only through this module.
+the process was started (see `roles`). A server's process attaches to the
+host's database at once; any other process, or a test run's throwaway
+engine, on first use of `get_buckethead()`. Adapters (the database backend,
+cache, storage, commands, admin) reach the engine only through this module.
+
+Every process of the site on the writer host attaches to the same database
+(see `buckethead_django.engine.core`): the first becomes the host's
+replicator, the others members. At exit each one leaves the host
+(`stop()`): the replicator ships what changed first, and the last process
+out releases the bucket's lease.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -31,12 +39,12 @@ _lock = threading.RLock()
 _decision: Decision | None = None
 _engine: BucketSQLite | None = None
 _temp_dirs: list[str] = []
-#: Set once the process has begun exiting: no engine may start again (a late request would restart a writer).
+#: Set once the process has begun exiting: no engine may start again (a late request would attach it again).
 _exiting = False
 
 
 def configure(decision: Decision) -> None:
-    """Record this process's role; start the writer now if the role says so."""
+    """Record this process's role; attach to the host's database now if the role says so (a server)."""
     global _decision  # noqa: PLW0603 - one runtime per process, by design
     with _lock:
         _decision = decision
@@ -55,11 +63,9 @@ def configure(decision: Decision) -> None:
             _start()
         except BucketHeadError as exc:
             # A damaged current snapshot (CurrentSnapshotCorrupt), an unreachable bucket (BucketUnavailable),
-            # another live writer (WriterConflict): the error is raised on, so the process never serves an
-            # empty database, and logged first, since a server's traceback is easily lost among its output.
-            logger.error(
-                "BucketHead could not start the writer in pid %d, so this process does not serve: %s", os.getpid(), exc
-            )
+            # another host keeping the bucket's lease (WriterConflict): the error is raised on, so the process never
+            # serves an empty database, and logged first, since a server's traceback is easily lost among its output.
+            logger.error("BucketHead could not start in pid %d, so this process does not serve: %s", os.getpid(), exc)
             raise
 
 
@@ -84,12 +90,15 @@ def _undecided() -> Decision:
 
 
 def get_buckethead() -> BucketSQLite:
-    """The process's engine, started on first use if it is not running yet.
+    """The process's engine, attached to the host's database on first use if it is not yet.
 
-    In the serving process it is the writer. In other processes (``migrate``,
-    ``shell``, scripts) it is a read-only view of the latest snapshot, and
-    any write raises `ReadOnlyError` saying why. Under a test runner it is a
-    throwaway engine on a temporary directory.
+    Every process of the site on the writer host (servers, ``migrate``,
+    ``shell``, scripts) reads and writes the host's database; one of them is
+    the host's replicator. On a host that cannot get the bucket's lease it
+    fails with `WriterConflict`, or with ``LEASE_CONFLICT = "read-only"``
+    is a read-only view of the latest snapshot whose writes raise
+    `ReadOnlyError`. Under a test runner it is a throwaway engine on a
+    temporary directory.
     """
     engine = _engine
     if engine is not None and engine.started:
@@ -104,8 +113,8 @@ def _start() -> BucketSQLite:
             return _engine
         if _exiting:
             raise NotStarted(
-                f"BucketHead has stopped in pid {os.getpid()}: the process is exiting after its final flush, so it "
-                "starts no engine again. Retry the request once the server is back."
+                f"BucketHead has stopped in pid {os.getpid()}: the process is exiting and has left the host's "
+                "database, so it attaches no engine again. Retry the request once the server is back."
             )
         current = _decision or _undecided()
         settings = get_settings()
@@ -118,30 +127,41 @@ def _start() -> BucketSQLite:
                     + " ".join(f"{p.msg} {p.hint}" for p in settings.errors)
                     + " (run `manage.py check` for details)"
                 )
-            engine = settings.engine(
-                read_only_reason=None if current.role is Role.WRITER else _read_only_reason(),
-                **signals.engine_callbacks(),
-            )
+            engine = settings.engine(**signals.engine_callbacks())
         engine.start()
         _engine = engine
-        if not engine.read_only:
-            shutdown.install(_stop_at_exit)
-        logger.info(
-            "BucketHead started as %s in pid %d on %s (%s)",
-            "read-only reader" if engine.read_only else current.role,
-            os.getpid(),
-            engine.store.describe(),
-            current.reason,
-        )
+        # Every process leaves the host at exit: the replicator ships, the last one out releases the lease, and a
+        # read-only view removes its private copy.
+        shutdown.install(_stop_at_exit)
+        _log_started(engine, current)
         return engine
 
 
-def _read_only_reason() -> str:
-    why = (_decision or _undecided()).reason
-    return (
-        f"BucketHead is read-only in this process ({why}): only the serving process (runserver, gunicorn, "
-        "uvicorn...) writes, so that it never overwrites changes made elsewhere. Make the change through the "
-        "running site, or set BUCKETHEAD['AUTOSTART'] = True to make this process the writer while no server runs."
+def _log_started(engine: BucketSQLite, current: Decision) -> None:
+    """One line: this process's role on its host (``replicator``, ``member`` or ``read-only``), pid and bucket."""
+    if engine.read_only:
+        logger.warning(
+            "BucketHead started as read-only in pid %d on %s (%s): %s",
+            os.getpid(),
+            engine.store.describe(),
+            current.reason,
+            engine.read_only_reason,
+        )
+        return
+    info = engine.replicator_info()
+    replicator = (
+        f"; the host's replicator is pid {info.pid}"
+        if engine.role == "member" and info is not None and info.pid != os.getpid()
+        else ""
+    )
+    logger.info(
+        "BucketHead started as %s in pid %d on %s (%s; the host's database is in %s%s)",
+        engine.role,
+        os.getpid(),
+        engine.store.describe(),
+        current.reason,
+        engine.local.path,
+        replicator,
     )
 
 
@@ -152,25 +172,29 @@ def throwaway_engine(config: BucketConfig, **engine_kwargs: Any) -> BucketSQLite
 
 
 def _test_engine() -> BucketSQLite:
-    path = tempfile.mkdtemp(prefix="buckethead-test-")
-    _temp_dirs.append(path)
-    return throwaway_engine(BucketConfig.local(path))
+    path = Path(tempfile.mkdtemp(prefix="buckethead-test-"))
+    _temp_dirs.append(str(path))
+    return throwaway_engine(BucketConfig.local(path / "bucket"), local_dir=path / "host")
 
 
 def stop() -> None:
-    """Stop the engine (the writer makes its final flush). Safe to call more than once.
+    """Leave the host's database: the host's replicator makes its final flush first. Safe to call more than once.
 
-    The engine stays the process's engine until it has stopped, so a request
-    still running meanwhile is refused its writes rather than given a new one.
-    If the final flush fails, the database is kept in a local file. The log
-    says which of these happened, since an operator reads it to know whether
-    the bucket holds the last changes.
+    A member just leaves (the replicator ships what it changed), unless the
+    replicator is gone: then it takes the role over to ship. The last
+    process of the host releases the bucket's lease. The engine stays the
+    process's engine until it has stopped, so a request still running
+    meanwhile is refused its writes rather than given a new engine. If the
+    final flush fails, the changes stay in the host's database, and a copy
+    is kept in a local file. The log says which of these happened, since an
+    operator reads it to know whether the bucket holds the last changes.
     """
     global _engine  # noqa: PLW0603
     with _lock:
         engine = _engine
     if engine is None:
         return
+    was_replicator = engine.role == "replicator"
     try:
         engine.stop()
     except Exception:
@@ -179,18 +203,21 @@ def stop() -> None:
             if engine.fenced is not None:  # taken over before this flush: the bucket is fine, it is someone else's
                 logger.error(
                     "BucketHead's final flush in pid %d was refused: another writer has taken the bucket over, so "
-                    "the changes made here since then are not in it. The database is saved in %s; compare it with "
-                    "the bucket and restore it (`python manage.py buckethead restore --file %s`) only if it holds "
-                    "what you need.",
+                    "the changes made on this host since then are not in it. The database is saved in %s; compare "
+                    "it with the bucket and restore it (`python manage.py buckethead restore --file %s`) only if it "
+                    "holds what you need.",
                     os.getpid(),
                     path,
                     path,
                 )
             else:
                 logger.error(
-                    "BucketHead's final flush failed in pid %d; the database is saved in %s. Once the bucket is "
-                    "back, restore it with `python manage.py buckethead restore --file %s`.",
+                    "BucketHead's final flush failed in pid %d, so the bucket lacks the latest changes. They stay "
+                    "in the host's database in %s, which the next process to start on this host ships; in case "
+                    "that directory does not survive, the database is also saved in %s. Once the bucket is back, "
+                    "restore that file with `python manage.py buckethead restore --file %s` if it is needed.",
                     os.getpid(),
+                    engine.local.path,
                     path,
                     path,
                 )
@@ -200,22 +227,40 @@ def stop() -> None:
             if _engine is engine and not engine.started:
                 _engine = None
     if not engine.read_only:
-        _log_stopped(engine)
+        _log_stopped(engine, was_replicator=was_replicator)
 
 
-def _log_stopped(engine: BucketSQLite) -> None:
-    """Say how a writer that stopped without an error left the bucket: flushed, unchanged, or fenced off."""
-    if engine.fenced is not None:
-        # A fenced writer makes no final flush (it would roll the bucket back): it saved a local copy instead.
+def _log_stopped(engine: BucketSQLite, *, was_replicator: bool) -> None:
+    """Say how a process that stopped without an error left the bucket: flushed, unchanged, fenced off, or left to
+    the host's replicator."""
+    result = engine.final_flush  # set by engine.stop() in the host's replicator, which raises if it cannot flush
+    if engine.fenced is not None and result is None:
+        if not was_replicator:
+            logger.warning(
+                "BucketHead left the host's database in pid %d without shipping: another writer had taken the "
+                "bucket over, so the changes made on this host since then are not in the bucket. The host's "
+                "replicator saves the database in a local file when it stops, and the host's next start sets its "
+                "copy aside and restores the bucket's.",
+                os.getpid(),
+            )
+            return
+        # A fenced replicator makes no final flush (it would roll the bucket back): it saved a local copy instead.
         logger.warning(
             "BucketHead stopped in pid %d without a final flush: another writer had taken the bucket over, so the "
-            "changes made here since then are not in the bucket. The database is saved in the local file named "
-            "in the error above (`buckethead restore --file` restores it).",
+            "changes made on this host since then are not in the bucket. The database is saved in the local file "
+            "named in the error above (`buckethead restore --file` restores it), and the host's next start sets "
+            "its copy aside and restores the bucket's.",
             os.getpid(),
         )
         return
-    result = engine.last_flush  # set by the final flush of engine.stop(), which raises if it cannot flush
-    if result is not None and result.uploaded:
+    if result is None:
+        info = engine.replicator_info()
+        if info is not None and info.ready and info.running:
+            ships = f"the host's replicator (pid {info.pid}) ships what it changed"
+        else:
+            ships = "what it changed is shipped by the next process to start on this host"
+        logger.info("BucketHead left the host's database in pid %d; %s", os.getpid(), ships)
+    elif result.uploaded:
         logger.info(
             "BucketHead stopped in pid %d after its final flush (uploaded %d bytes as snapshot %s)",
             os.getpid(),
@@ -230,6 +275,12 @@ def _log_stopped(engine: BucketSQLite) -> None:
 
 
 def _stop_at_exit() -> None:
+    """At exit (atexit, a chained signal, the end of uvicorn's shutdown): leave the host, never to attach again.
+
+    The replicator's final flush runs with SIGINT and SIGTERM ignored (see
+    `shutdown.run_final_flush`); an error is logged, not raised, so the
+    process still exits.
+    """
     global _exiting  # noqa: PLW0603
     _exiting = True
     try:
@@ -243,7 +294,8 @@ def _stop_at_exit() -> None:
 def _forget_inherited_engine() -> None:
     """In a forked child (a worker of a preloading server), never touch the parent's SQLite connections.
 
-    The child starts an engine of its own, restored from the bucket, on first use.
+    The child attaches to the host's database with an engine of its own, on first use (a member: the
+    parent stays the host's replicator while it runs).
     """
     global _engine  # noqa: PLW0603
     _engine = None

@@ -1,4 +1,8 @@
-"""Run the writer's final flush when the process exits, without stealing the server's signals.
+"""Leave the host's database when the process exits, without stealing the server's signals.
+
+At exit every process that attached leaves the host (`runtime.stop`): the
+host's replicator makes its final flush first, and the host's last process
+releases the bucket's lease.
 
 ``atexit`` covers every exit that goes through Python: a gunicorn worker
 leaving its loop, ``KeyboardInterrupt`` under runserver or uvicorn, ``sys.exit``.

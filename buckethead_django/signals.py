@@ -1,7 +1,10 @@
-"""Django signals sent when the process's writer flushes, for logs, metrics and alerts.
+"""Django signals sent when the host's database is shipped, for logs, metrics and alerts.
 
-Each is sent with ``sender=BucketSQLite``; receivers that need the engine
-call `buckethead_django.get_buckethead()`.
+They are sent in the process that flushes: the host's replicator (any
+process of the site may be it, and another takes the role over when it
+exits), and ``snapshot_skipped`` with ``"debounced"`` in any process whose
+`flush()` came too soon. Each is sent with ``sender=BucketSQLite``;
+receivers that need the engine call `buckethead_django.get_buckethead()`.
 
 - `snapshot_written`: a snapshot was uploaded (``duration_seconds``, ``bytes``).
 - `snapshot_skipped`: a flush uploaded nothing (``reason``: ``"unchanged"`` or ``"debounced"``).

@@ -18,15 +18,18 @@ from .engine import BucketConfig, BucketSQLite
 
 @contextlib.contextmanager
 def fresh_buckethead(config: BucketConfig | None = None, **engine_kwargs: object) -> Iterator[BucketSQLite]:
-    """Run the block with a new, empty engine as the process's engine; stop it afterwards.
+    """Run the block with a new engine, on a host of its own, as the process's engine; stop it afterwards.
 
-    Without ``config`` it lives on a temporary directory that is removed
-    afterwards, so no real bucket is ever touched. Usable as a decorator too.
+    Without ``config`` its bucket is a temporary directory too, removed
+    afterwards, so no real bucket is ever touched. With ``config`` it
+    restores what that bucket holds, as a new host would. Usable as a
+    decorator too.
     """
     with contextlib.ExitStack() as stack:
+        path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="buckethead-test-")))
         if config is None:
-            path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="buckethead-test-")))
             config = BucketConfig.local(path / "bucket")
+        engine_kwargs.setdefault("local_dir", path / "host")
         engine = runtime.throwaway_engine(config, **engine_kwargs)
         engine.start()
         stack.callback(engine.stop)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -25,18 +26,23 @@ PUBLIC_HEALTH_FIELDS = ("status", "last_upload_age_seconds", "last_good_snapshot
 
 @require_safe
 def health(request: HttpRequest) -> JsonResponse:
-    """The engine's health as JSON, for uptime monitors: ``ok``, ``degraded`` (200) or ``failing`` (503).
+    """The host's health as JSON, for uptime monitors: ``ok``, ``degraded`` (200) or ``failing`` (503).
 
-    ``degraded`` means the last flush failed: the site works from memory and
-    the change stays pending; ``last_upload_age_seconds`` says how old the
-    bucket's copy is. ``failing`` means there is no engine (it could not
-    start), or that this process was fenced off: another writer took the
-    bucket over, so nothing changed here reaches the bucket any more.
+    Every process of the host answers the same: a member reports what the
+    host's replicator announced. ``degraded`` means the last flush failed
+    (the site works from the host's database and the change stays pending;
+    ``last_upload_age_seconds`` says how old the bucket's copy is), or that
+    copies of the host's database were set aside when it started (they hold
+    changes the bucket does not have). ``failing`` means there is no engine
+    (it could not start), or that this host was fenced off: another host
+    took the bucket over, so nothing changed here reaches the bucket any
+    more.
 
     The status and the ages are public. The details (the errors and the
     fence, which name the bucket and its endpoint, the current snapshot, the
-    role) are shown as ``BUCKETHEAD['HEALTH_DETAILS']`` allows: by default
-    to staff users only.
+    set-aside copies, this process's role and the host's replicator) are
+    shown as ``BUCKETHEAD['HEALTH_DETAILS']`` allows: by default to staff
+    users only.
     """
     try:
         engine = get_buckethead()
@@ -45,15 +51,19 @@ def health(request: HttpRequest) -> JsonResponse:
             "status": FAILING,
             "last_upload_age_seconds": None,
             "last_good_snapshot_age_seconds": None,
-            "role": str(runtime.role()),
+            "role": None,
+            "process": str(runtime.role()),
+            "pid": os.getpid(),
             "error": str(exc),
         }
         return _health_response(request, body)
     health = engine_health(engine)
     body = {
         **health.as_json(),
-        "role": str(runtime.role()),
+        "process": str(runtime.role()),
+        "pid": os.getpid(),
         "read_only": engine.read_only,
+        "read_only_reason": engine.read_only_reason,
         "last_flush": engine.last_flush.reason if engine.last_flush else None,
         "pending_changes": False if engine.read_only else engine.dirty,
     }

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.core.management import call_command
+from django.db import connections
 
 from buckethead_django import runtime
 from buckethead_django.conf import get_settings
-from buckethead_django.engine import BucketConfig, BucketSQLite, History, SnapshotEntry
+from buckethead_django.engine import BucketConfig, BucketSQLite, History, SnapshotEntry, WriterLease, read_lease
+from buckethead_django.engine.lease import lease_key
 from buckethead_django.engine.objectstore import iter_objects, open_object_store
 from buckethead_django.roles import Role
 
@@ -44,15 +50,16 @@ class Terminal(io.StringIO):
 def call(*args: str, stdin: str | None = None, stderr: io.StringIO | None = None) -> Output:
     """Run ``manage.py buckethead <args>`` in this process.
 
-    In the reader role each run starts from a fresh read-only view, as each
-    real command does in a process of its own.
+    In the role a command has (`Role.PROCESS`) the process's engine is
+    stopped after each run, as each real command's is when its process exits:
+    the next run attaches to the host again.
     """
     out, err = io.StringIO(), stderr if stderr is not None else io.StringIO()
     extra: dict[str, Any] = {} if stdin is None else {"stdin": io.StringIO(stdin)}
     try:
         call_command("buckethead", *args, stdout=out, stderr=err, **extra)
     finally:
-        if runtime.role() is Role.READER:
+        if runtime.role() is Role.PROCESS:
             runtime.stop()
     return Output(out.getvalue(), err.getvalue())
 
@@ -86,9 +93,18 @@ def signing() -> dict[str, Any]:
     return {"signing_key": keys[0] if keys else None, "verify_keys": keys[1:]}
 
 
-def server_engine(config: BucketConfig, **kwargs: Any) -> BucketSQLite:
-    """A (not started) writer on ``config`` that signs like this project's server; no flush loop."""
-    return BucketSQLite(config, **{"background_flush": False, **signing(), **kwargs})
+@contextlib.contextmanager
+def server_engine(config: BucketConfig, **kwargs: Any) -> Iterator[BucketSQLite]:
+    """A writer on ``config`` that signs like this project's server, started for the block; no flush loop.
+
+    It is on a host of its own (a temporary ``local_dir``) unless ``local_dir`` is given, so it restores
+    from the bucket at its start and its final flush ships everything at its stop, as a server on
+    another host does.
+    """
+    with tempfile.TemporaryDirectory(prefix="bh-server-host-") as host:
+        engine = BucketSQLite(config, **{"background_flush": False, "local_dir": Path(host), **signing(), **kwargs})
+        with engine:
+            yield engine
 
 
 def seed(config: BucketConfig, **values: str) -> None:
@@ -96,6 +112,60 @@ def seed(config: BucketConfig, **values: str) -> None:
     with server_engine(config) as writer:
         for key, value in values.items():
             writer.kv.set(key, value)
+
+
+def lease_in(config: BucketConfig) -> WriterLease | None:
+    """The bucket's writer lease as it is now (None: no process holds the bucket)."""
+    return read_lease(open_object_store(config), config.key)
+
+
+def other_host_holds(config: BucketConfig, *, host: str = "web-2", pid: int = 4242) -> WriterLease:
+    """Make the bucket's lease that of a live writer on another machine, as a server there would hold it."""
+    assert host != socket.gethostname()
+    now = time.time()
+    lease = WriterLease(
+        f"{host}:{pid}", host, pid, started_at=now - 300, renewed_at=now - 5, expires_at=now + 300, token="t0ken",
+        host_token="elsewhere",
+    )  # fmt: skip
+    open_object_store(config).put(lease_key(config.key), lease.to_json())
+    return lease
+
+
+def query_bucket(config: BucketConfig, sql: str, name: str = "latest") -> list[tuple[Any, ...]]:
+    """The rows ``sql`` selects from a snapshot in the bucket (the current one, or a named one)."""
+    data = snapshot_bytes(open_object_store(config), name, key=config.key)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "snapshot.db"
+        path.write_bytes(data)
+        db = sqlite3.connect(path)
+        try:
+            return db.execute(sql).fetchall()
+        finally:
+            db.close()
+
+
+def sqlite_file(path: Path, script: str) -> Path:
+    """A SQLite database file at ``path`` made by ``script``, as another program would leave it."""
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(script)
+        db.commit()
+    finally:
+        db.close()
+    return path
+
+
+@contextlib.contextmanager
+def django_database(alias: str, **settings_dict: Any) -> Iterator[None]:
+    """A Django database alias for the block, besides the test settings' own (which cannot be changed mid-run)."""
+    databases = {"default": dict(django_settings.DATABASES["default"]), alias: settings_dict}
+    connections.settings[alias] = connections.configure_settings(databases)[alias]
+    try:
+        yield
+    finally:
+        connections[alias].close()
+        del connections[alias]
+        del connections.settings[alias]
 
 
 def kv_in_bucket(config: BucketConfig, name: str = "latest") -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,11 +12,28 @@ from typing import Any
 import pytest
 
 from buckethead_django.engine import BucketConfig, BucketHeadError, BucketSQLite, SnapshotConfig
+from buckethead_django.engine.database import SHM_ROOT
 from buckethead_django.engine.objectstore import ObjectStore, open_object_store
 
 from .moto_server import CREDENTIALS, MotoServer, free_port
+from .servers import kill_leftover_servers
 
 FIXTURE_BUCKET = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "buckethead-0.4.1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forget_host_databases_of_the_run() -> Iterator[None]:
+    """Remove the host databases that engines started without a ``local_dir`` left in /dev/shm during the run."""
+    before = set(SHM_ROOT.glob("buckethead-*"))
+    yield
+    for leftover in set(SHM_ROOT.glob("buckethead-*")) - before:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_server_outlives_its_test() -> Iterator[None]:
+    yield
+    kill_leftover_servers()
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +87,13 @@ EngineFactory = Callable[..., BucketSQLite]
 
 
 @pytest.fixture
-def make_engine(bucket_config: BucketConfig) -> Iterator[EngineFactory]:
-    """Build engines on the test's bucket; whatever is still running is stopped afterwards."""
+def make_engine(bucket_config: BucketConfig, tmp_path: Path) -> Iterator[EngineFactory]:
+    """Build engines on the test's bucket; whatever is still running is stopped afterwards.
+
+    Each engine is on a host of its own (its own ``local_dir``) unless the
+    test passes one: a second engine restores from the bucket, as a
+    process on a new host would.
+    """
     engines: list[BucketSQLite] = []
 
     def factory(
@@ -79,13 +102,14 @@ def make_engine(bucket_config: BucketConfig) -> Iterator[EngineFactory]:
         **kwargs: Any,
     ) -> BucketSQLite:
         kwargs.setdefault("background_flush", False)
+        kwargs.setdefault("local_dir", tmp_path / f"host-{len(engines)}")
         engine = BucketSQLite(config or bucket_config, snapshot or SnapshotConfig(min_interval_seconds=0), **kwargs)
         engines.append(engine)
         return engine
 
     yield factory
     for engine in engines:
-        with contextlib.suppress(BucketHeadError):
+        with contextlib.suppress(BucketHeadError, OSError):  # OSError: a test that filled its disk on purpose
             engine.stop()
 
 

@@ -1,4 +1,4 @@
-"""An ObjectStore wrapper that records the writes passing through it to a real store."""
+"""An ObjectStore wrapper that records the writes (and downloads) passing through it to a real store."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from buckethead_django.engine.objectstore import ObjectInfo, ObjectStore, Source
 
 
 class RecordingStore:
-    """Delegates every call to ``inner`` and keeps the keys of puts and copies in order."""
+    """Delegates every call to ``inner`` and keeps the keys of puts, copies and downloads in order."""
 
     def __init__(self, inner: ObjectStore) -> None:
         self.inner = inner
         self.puts: list[str] = []
         self.copies: list[tuple[str, str]] = []
+        self.gets: list[str] = []
 
     @property
     def data_puts(self) -> list[str]:
@@ -24,6 +25,14 @@ class RecordingStore:
     def put(self, key: str, data: Source, **kwargs: Any) -> ObjectInfo:
         self.puts.append(key)
         return self.inner.put(key, data, **kwargs)
+
+    def get(self, key: str) -> bytes:
+        self.gets.append(key)
+        return self.inner.get(key)
+
+    def get_to(self, key: str, dest: Any, **kwargs: Any) -> ObjectInfo:
+        self.gets.append(key)
+        return self.inner.get_to(key, dest, **kwargs)
 
     def copy(self, src: str, dst: str) -> ObjectInfo:
         self.copies.append((src, dst))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -11,13 +12,18 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import ClassVar
 
 from .moto_server import CREDENTIALS, free_port
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example_project"
 BIN = Path(sys.executable).parent
-WRITER_LINE = re.compile(r"BucketHead started as writer in pid (\d+)")
+#: A process attached to its host's database: as the host's replicator, a member, or a read-only view.
+STARTED_LINE = re.compile(r"BucketHead started as (replicator|member|read-only) in pid (\d+)")
+#: The host's replicator made its final flush.
 STOPPED_LINE = re.compile(r"BucketHead stopped in pid (\d+) after its final flush")
+#: A member left the host's database; the replicator ships.
+LEFT_LINE = re.compile(r"BucketHead left the host's database in pid (\d+)")
 
 
 def example_env(state: Path, **extra: str) -> dict[str, str]:
@@ -25,7 +31,7 @@ def example_env(state: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BUCKETHEAD_", "DJANGO_", "PYTEST_"))}
     env.update(
         BUCKETHEAD_LOCAL_PATH=str(state / "bucket"),
-        DJANGO_DB_PATH=str(state / "db.sqlite3"),
+        BUCKETHEAD_LOCAL_DIR=str(state / "host"),  # this test's host: never another test's database
         PYTHONUNBUFFERED="1",
         PYTHONPATH=str(EXAMPLE),
     )
@@ -59,8 +65,21 @@ def manage(state: Path, *args: str, check: bool = True, **extra: str) -> subproc
     )
 
 
+def kill_leftover_servers() -> None:
+    """Kill (with their process groups) the servers a test started and left running, say after it failed."""
+    for server in list(Server.running):
+        if server.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.proc.pid, signal.SIGKILL)
+            server.proc.wait()
+        Server.running.discard(server)
+
+
 class Server:
     """A server process started in its own session, with its output kept in a log file."""
+
+    #: Every server started and not yet known to have exited (see `kill_leftover_servers`).
+    running: ClassVar[set[Server]] = set()
 
     def __init__(self, kind: str, state: Path, *extra_args: str, port: int | None = None, **env: str) -> None:
         self.port = port or free_port()
@@ -81,6 +100,7 @@ class Server:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        Server.running.add(self)
 
     def __enter__(self) -> Server:
         return self.wait_ready()
@@ -124,11 +144,30 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text("utf-8", errors="replace")
 
-    def writer_pids(self) -> list[int]:
-        return [int(pid) for pid in WRITER_LINE.findall(self.log())]
+    def started(self) -> list[tuple[str, int]]:
+        """``(role, pid)`` of every engine the server's processes started, in order."""
+        return [(role, int(pid)) for role, pid in STARTED_LINE.findall(self.log())]
+
+    def started_pids(self, role: str | None = None) -> list[int]:
+        """The pids that started an engine (as ``role`` only, if given)."""
+        return [pid for started_as, pid in self.started() if role in (None, started_as)]
+
+    def wait_started(self, count: int, timeout: float = 30) -> list[tuple[str, int]]:
+        """`started`, once ``count`` engines have started (a server's workers boot one after another)."""
+        deadline = time.monotonic() + timeout
+        while len(self.started()) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        started = self.started()
+        assert len(started) >= count, f"{len(started)} engines started, not {count}:\n{self.log()}"
+        return started
 
     def stopped_pids(self) -> list[int]:
+        """The pids that made the host's final flush as its replicator."""
         return [int(pid) for pid in STOPPED_LINE.findall(self.log())]
+
+    def left_pids(self) -> list[int]:
+        """The pids that left the host's database as members."""
+        return [int(pid) for pid in LEFT_LINE.findall(self.log())]
 
     def get(self, path: str) -> str:
         with urllib.request.urlopen(self.url + path, timeout=10) as response:

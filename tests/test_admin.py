@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import socket
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -19,7 +21,7 @@ from django.urls import path, reverse
 from django.utils.http import urlencode
 
 from buckethead_django import runtime
-from buckethead_django.engine import BucketSQLite, ObjectStoreError
+from buckethead_django.engine import BucketConfig, BucketSQLite, ObjectStoreError
 from buckethead_django.testing import fresh_buckethead
 
 from .conftest import s3_config
@@ -173,6 +175,22 @@ def test_posts_need_the_csrf_token(bh, django_user_model) -> None:
 # -- dashboard and flush ------------------------------------------------------------------------------
 
 
+def test_a_copy_set_aside_at_start_is_on_the_dashboard(viewer, tmp_path) -> None:
+    bucket = BucketConfig.local(tmp_path / "bucket")
+    with fresh_buckethead(bucket, local_dir=tmp_path / "a") as first:
+        first.kv.set("k", "in the bucket")
+    foreign = tmp_path / "b"
+    foreign.mkdir(mode=0o700)
+    with sqlite3.connect(foreign / "buckethead.sqlite3") as conn:  # a file no replicator recorded
+        conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.close()
+    with fresh_buckethead(bucket, local_dir=foreign) as bh:
+        shown = text(viewer.get(DASHBOARD))
+        ((path, _),) = bh.set_aside
+    assert f"set aside as {path}" in shown
+    assert f"buckethead restore --file {path}" in shown
+
+
 def test_the_dashboard_shows_where_the_state_is_and_how_big_it_is(bh, viewer) -> None:
     for i in range(3):
         bh.kv.set(f"k{i}", "v")
@@ -190,7 +208,9 @@ def test_the_dashboard_shows_where_the_state_is_and_how_big_it_is(bh, viewer) ->
     assert "Files 1" in shown
     assert re.search(r"Database size [\d.]+\s*KB", shown)
     assert f"held by {bh.lease.holder} (this process)" in shown
-    assert "writes and flushes" in shown
+    assert "the host's replicator: reads, writes and ships the host's changes" in shown
+    assert f"Host's replicator pid {os.getpid()} on {socket.gethostname()} (this process)" in shown
+    assert f"Host's database {bh.local.path}" in shown
 
 
 def test_flush_now_uploads_and_the_dashboard_reports_it(bh, flusher) -> None:
@@ -216,7 +236,7 @@ def test_flush_is_post_only(bh, flusher) -> None:
 
 
 def test_the_last_error_is_shown(bh, viewer) -> None:
-    bh.last_error = RuntimeError("the bucket said no")
+    bh.replicator.last_error = RuntimeError("the bucket said no")
     page = text(viewer.get(DASHBOARD))
     assert "Last error the bucket said no" in page
     assert "Degraded: the last flush failed. Nothing has reached the bucket yet;" in page
@@ -240,7 +260,7 @@ def test_a_failing_flush_makes_the_dashboard_say_degraded_and_how_old_the_bucket
     assert 'id="fenced"' not in html
     assert re.search(
         r"Degraded: the last flush failed\. The bucket's copy is from .+ \(0 minutes ago\); changes since then are "
-        r"only in this process's memory\. Flushing is retried by itself\. the bucket is unreachable",
+        r"only in this host's database\. Flushing is retried by itself\. the bucket is unreachable",
         text(response),
     ), text(response)
     monkeypatch.undo()
@@ -260,9 +280,9 @@ def test_a_fenced_writer_shows_a_loud_error_and_offers_no_flush(bh, admin_client
             assert 'role="alert"' in page
             assert 'id="flush-now"' not in page
             shown = text(response)
-            assert "Fenced off: this process no longer writes to the bucket." in shown
+            assert "Fenced off: this host no longer writes to the bucket." in shown
             assert "has taken over" in shown
-            assert "stopped flushing" in shown
+            assert "stopped shipping" in shown
             snapshots = admin_client.get(SNAPSHOTS).content.decode()
             assert "was fenced off by another writer" in snapshots
             assert "restore-link" not in snapshots
@@ -487,7 +507,7 @@ def test_keeping_a_labelled_snapshot(bh, flusher) -> None:
 OUTAGE_PAGE_SECONDS = 5.0
 UNREACHABLE = re.compile(
     r"Degraded: the bucket cannot be reached\. The bucket's copy is from .+ \(0 minutes ago\); (?P<since>[^.]+)\. "
-    r"The site keeps working from memory; what needs the bucket is disabled until it answers again\. "
+    r"The site keeps working from its database; what needs the bucket is disabled until it answers again\. "
     r"(?:The last flush failed as well; it is retried by itself\. )?cannot reach bucket 'bh-test-\w+' at http://127\.0\.0\.1:\d+"
 )
 NEEDS_BUCKET = "Needs the bucket, which cannot be reached."
@@ -545,7 +565,7 @@ def test_in_an_outage_the_dashboard_says_the_bucket_cannot_be_reached_and_disabl
         shown = text(response)
         found = UNREACHABLE.search(shown)
         assert found, shown
-        assert found["since"] == "changes since then are only in this process's memory until a flush gets through"
+        assert found["since"] == "changes since then are only in this host's database until a flush gets through"
         assert disabled_with_reason(response.content.decode(), "flush-now")
         assert "Writer lease unknown: the bucket cannot be reached" in shown
         assert "KV entries 1" in shown, "what is in memory is shown"

@@ -272,7 +272,7 @@ def test_a_fenced_writer_is_the_first_thing_the_dashboard_says(operator: Operato
         operator.click_link("Dashboard")
         alarm = operator.css("#fenced")
         assert alarm.is_displayed()
-        assert alarm.text.startswith("Fenced off: this process no longer writes to the bucket.")
+        assert alarm.text.startswith("Fenced off: this host no longer writes to the bucket.")
         assert alarm.location["y"] < operator.css("#buckethead-storage").location["y"], "it comes before the facts"
         assert not operator.all("#flush-now")
         assert successor.kv.get("k") == "mine"

@@ -421,12 +421,12 @@ def test_read_only_engine_serves_reads_and_refuses_writes(tmp_path: Path) -> Non
 
 def test_entries_survive_an_engine_restart(tmp_path: Path) -> None:
     cache = make_cache("durable")
-    with local_engine(tmp_path) as first, use_engine(first):
+    with local_engine(tmp_path / "bucket", local_dir=tmp_path / "host-1") as first, use_engine(first):
         cache.set("forever", {"answer": 42}, timeout=None)
         cache.set("timed", [1, 2], timeout=1000)
         cache.set("counter", 1)
         cache.incr("counter", 9)
-    with local_engine(tmp_path) as second, use_engine(second):
+    with local_engine(tmp_path / "bucket", local_dir=tmp_path / "host-2") as second, use_engine(second):  # new host
         assert second.restored_from is not None
         assert cache.get_many(["forever", "timed", "counter"]) == {
             "forever": {"answer": 42},

@@ -17,7 +17,6 @@ from buckethead_django.engine import (
     ReadOnlyError,
     SnapshotConfig,
     SnapshotCorrupt,
-    SnapshotError,
 )
 from buckethead_django.engine import snapshot as snapshot_module
 from buckethead_django.engine.objectstore import ObjectStore
@@ -76,16 +75,20 @@ def test_use_before_start_and_after_stop_is_a_clear_error(make_engine: EngineFac
     bh.stop()  # stopping twice is harmless
 
 
-def test_stop_frees_the_in_memory_database(make_engine: EngineFactory) -> None:
-    bh = make_engine().start()
+def test_a_stopped_engine_starts_again_from_the_hosts_database_without_a_download(
+    make_engine: EngineFactory, bucket_config: BucketConfig
+) -> None:
+    from buckethead_django.engine.objectstore import open_object_store
+
+    store = RecordingStore(open_object_store(bucket_config))
+    bh = make_engine(store=store).start()
     bh.kv.set("k", "v")
-    uri = bh._uri
     bh.stop()
-    leftover = sqlite3.connect(uri, uri=True)
-    assert leftover.execute("SELECT count(*) FROM sqlite_schema").fetchone() == (0,), "no connection kept it alive"
-    leftover.close()
+    assert bh.database.exists(), "the host's database outlives its processes"
+    store.gets.clear()
     bh.start()
-    assert bh.kv.get("k") == "v", "a stopped engine can be started again from its snapshot"
+    assert bh.kv.get("k") == "v"
+    assert not [key for key in store.gets if ".chunk" in key], "the host's copy is the bucket's current one"
 
 
 def test_start_is_idempotent(engine: BucketSQLite) -> None:
@@ -115,8 +118,8 @@ def test_idle_flushes_upload_nothing_and_do_not_read_the_database(
     store = RecordingStore(open_object_store(bucket_config))
     bh = make_engine(store=store).start()
     captures: list[int] = []
-    real_capture = snapshot_module.capture
-    monkeypatch.setattr(snapshot_module, "capture", lambda conn: captures.append(1) or real_capture(conn))
+    real_capture = bh.database.capture
+    monkeypatch.setattr(bh.database, "capture", lambda *args: captures.append(1) or real_capture(*args))
 
     store.puts.clear()  # starting claims the current record once
     for _ in range(5):
@@ -289,16 +292,18 @@ def test_a_failed_final_flush_keeps_the_data_and_can_be_retried(make_engine: Eng
     assert conn.execute("SELECT value FROM bh_kv WHERE key='precious'").fetchone() == (b"data",)
 
 
-def test_flush_with_an_open_write_transaction_fails_instead_of_hanging(make_engine: EngineFactory) -> None:
-    bh = make_engine(busy_timeout=0.3).start()
+def test_a_flush_during_an_open_write_transaction_ships_what_is_committed_without_waiting(
+    make_engine: EngineFactory,
+) -> None:
+    bh = make_engine(busy_timeout=30).start()
     bh.kv.set("committed", "yes")
     writer = bh.connect()
     writer.execute("INSERT INTO bh_kv VALUES ('uncommitted', x'00', 0, 0, NULL)")  # opens a transaction
-    with pytest.raises(SnapshotError, match="Commit or roll it back"):
-        bh.force_flush()
-    with pytest.raises(SnapshotError, match="Commit or roll it back"):
-        bh.dirty  # noqa: B018
+    assert bh.force_flush().uploaded, "the copy is a read: it does not wait for the writer's lock"
+    image = open_snapshot(snapshot_bytes(bh.store))
+    assert image.execute("SELECT key FROM bh_kv").fetchall() == [("committed",)]
     writer.commit()
+    assert bh.dirty
     assert bh.force_flush().uploaded
 
 
@@ -322,19 +327,6 @@ def test_eight_threads_read_and_write_with_their_own_connections(engine: BucketS
     errors = run_in_threads(work)
     assert errors == [], errors[:3]
     assert engine.connection.execute("SELECT count(*) FROM events").fetchone()[0] == 8 * 300
-
-
-def test_shared_cache_would_fail_where_memdb_does_not() -> None:
-    """Why memdb: shared-cache mode raises 'database table is locked' that no busy timeout retries."""
-    uri = "file:bh-shared-cache-demo?mode=memory&cache=shared"
-    a = sqlite3.connect(uri, uri=True, timeout=5, isolation_level=None)
-    b = sqlite3.connect(uri, uri=True, timeout=5, isolation_level=None)
-    a.execute("CREATE TABLE t (x)")
-    a.execute("BEGIN")
-    a.execute("INSERT INTO t VALUES (1)")
-    with pytest.raises(sqlite3.OperationalError, match="locked"):
-        b.execute("SELECT * FROM t").fetchall()
-    a.execute("COMMIT")
 
 
 def test_snapshots_taken_during_writes_are_consistent(engine: BucketSQLite) -> None:

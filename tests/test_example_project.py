@@ -1,4 +1,4 @@
-"""The example project as a new user runs it: real runserver, cache, uploads, downloads, restarts."""
+"""The example project as a new user runs it: real runserver, cache, uploads, downloads, restarts, a new host."""
 
 from __future__ import annotations
 
@@ -84,4 +84,17 @@ def test_cache_and_uploads_survive_a_restart(tmp_path: Path) -> None:
         assert visits(page) == last + 1, "the cache counter carried on after the restart"
         body, _ = browser.get(download_link(page, "report"))
         assert body == content, "the uploaded file is still there"
-        assert browser.get("/cached/")[0] == cached, "the cached page came back from the snapshot"
+        assert browser.get("/cached/")[0] == cached, "the cached page is still there"
+        server.stop(signal.SIGTERM)
+
+    # A new host (a new container: its LOCAL_DIR is empty) restores everything from the bucket.
+    new_host = {"BUCKETHEAD_LOCAL_DIR": str(tmp_path / "new-host")}
+    with Server("runserver", tmp_path, "--noreload", port=server.port, **new_host) as server:
+        assert server.started() == [("replicator", server.proc.pid)], server.log()
+        assert "restored snapshot" in server.log(), "it downloaded the bucket's current generation"
+        browser = Browser(server.url)
+        page = browser.get("/")[0].decode()
+        assert visits(page) == last + 2, "the cache counter came back from the bucket"
+        body, _ = browser.get(download_link(page, "report"))
+        assert body == content, "the uploaded file and its Document row came back from the bucket"
+        assert browser.get("/cached/")[0] == cached, "the cached page came back from the bucket"

@@ -87,7 +87,7 @@ def test_a_lost_reply_to_any_write_is_not_a_takeover(
     lost = proxy.lose_reply(WRITES[write])
     bh.kv.set("during", "2")
     if write == "lease":
-        bh._renew_lease()
+        bh.replicator.renew_lease()  # type: ignore[union-attr]
     else:
         assert bh.force_flush().uploaded
     assert lost.hits == 1, "the reply of that write was lost, and the client retried"
@@ -289,7 +289,8 @@ def test_lost_replies_at_every_write_then_kill_9_lose_no_acknowledged_write(
         assert wait_until_flushed(server)["status"] == "ok", "no lost reply fenced the writer"
         os.killpg(server.proc.pid, signal.SIGKILL)
         server.proc.wait()
-    with Server("gunicorn", tmp_path, "--workers", "1", **s3_env(bucket, moto.endpoint_url, **settings)) as after:
+    new_host = tmp_path / "new-host"  # restores from the bucket: what the killed host shipped is all there is
+    with Server("gunicorn", new_host, "--workers", "1", **s3_env(bucket, moto.endpoint_url, **settings)) as after:
         assert visit(after) == acknowledged + 1, "every acknowledged visit survived the kill"
 
 
@@ -307,7 +308,9 @@ def test_a_writer_paused_mid_flush_leaves_nothing_restore_would_offer(
     }
     direct = s3_env(bucket, moto.endpoint_url, **settings)
     manage(tmp_path, "migrate", **direct)
-    paused = Server("runserver", tmp_path, "--noreload", **s3_env(bucket, proxy.url, **settings)).wait_ready()
+    # Three hosts: the one that is paused, its successor, and one that starts on the damaged bucket at the end.
+    paused_host, successor_host, last_host = tmp_path / "paused", tmp_path / "successor", tmp_path / "last"
+    paused = Server("runserver", paused_host, "--noreload", **s3_env(bucket, proxy.url, **settings)).wait_ready()
     try:
         [visit(paused) for _ in range(3)]
         wait_until_flushed(paused)
@@ -319,7 +322,7 @@ def test_a_writer_paused_mid_flush_leaves_nothing_restore_would_offer(
             time.sleep(0.05)
         assert stopped.hits
         time.sleep(2.5)  # past its lease
-        with Server("runserver", tmp_path, "--noreload", **direct) as successor:
+        with Server("runserver", successor_host, "--noreload", **direct) as successor:
             [visit(successor) for _ in range(3)]
             wait_until_flushed(successor)
             paused.proc.send_signal(signal.SIGCONT)
@@ -339,18 +342,20 @@ def test_a_writer_paused_mid_flush_leaves_nothing_restore_would_offer(
     leftover = max(by_paused, key=lambda r: r.seq).name  # the flush it finished after resuming
     assert len(generation_objects(store, leftover)) == 2, "its flush left its data and signed record"
 
-    history = json.loads(manage(tmp_path, "buckethead", "history", "--json", **direct).stdout)
+    history = json.loads(manage(last_host, "buckethead", "history", "--json", **direct).stdout)
     listed = [entry["name"] for entry in history]
     assert leftover not in listed, "history never lists a generation that was not committed"
-    previous = manage(tmp_path, "buckethead", "restore", "previous", "--to-file", str(tmp_path / "p.db"), **direct)
+    previous = manage(last_host, "buckethead", "restore", "previous", "--to-file", str(tmp_path / "p.db"), **direct)
     assert leftover not in previous.stdout + previous.stderr
 
     current = History(store, KEY).current()
     assert current is not None
     assert current.record is not None
     store.put(current.record.chunks[0].key, b"damaged" * 1000)
-    refused = Server("runserver", tmp_path, "--noreload", **direct)
-    refused.proc.wait(timeout=120)
-    refused.stop()
+    refused = Server("runserver", tmp_path / "new-host", "--noreload", **direct)
+    try:
+        refused.proc.wait(timeout=120)
+    finally:
+        refused.stop(signal.SIGKILL)  # it has exited already; else it must not outlive the test
     assert "buckethead restore" in refused.log(), refused.log()
     assert leftover not in refused.log(), "the refusal never recommends it"

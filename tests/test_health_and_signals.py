@@ -1,8 +1,13 @@
-"""The health view for uptime monitors, and the Django signals sent by flushes."""
+"""The health view for uptime monitors (in the replicator, a member, a read-only process), and the Django signals
+sent by flushes."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,12 +21,14 @@ from django.urls import reverse
 
 from buckethead_django import runtime, signals
 from buckethead_django.conf import get_settings
-from buckethead_django.engine import BucketConfig, BucketSQLite, WriterFenced
+from buckethead_django.engine import BucketConfig, BucketSQLite, WriterFenced, WriterLease
+from buckethead_django.engine.objectstore import open_object_store
 from buckethead_django.roles import Decision, Role
 from buckethead_django.testing import fresh_buckethead
 
 from .conftest import s3_config
 from .moto_server import CREDENTIALS, MotoServer, free_port
+from .snapshots import KEY
 
 HEALTH = "/buckethead/health/"
 PUBLIC_FIELDS = {"status", "last_upload_age_seconds", "last_good_snapshot_age_seconds"}
@@ -35,11 +42,12 @@ def public_details(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def fenced(moto: MotoServer, caplog: pytest.LogCaptureFixture) -> Iterator[BucketSQLite]:
-    """The process's engine on a moto bucket, fenced off by a second writer; its errors name the bucket and endpoint."""
+    """The process's engine on a moto bucket, fenced off by another host; its errors name the bucket and endpoint."""
     with fresh_buckethead(s3_config(moto)) as engine:
         engine.kv.set("k", "mine")
         engine.force_flush()
-        with fresh_buckethead(engine.config), runtime.use_engine(engine):  # another writer takes the bucket over
+        # fresh_buckethead() makes a host of its own: another host takes the bucket over.
+        with fresh_buckethead(engine.config), runtime.use_engine(engine):
             engine.kv.set("k", "lost")
             with pytest.raises(WriterFenced):
                 engine.force_flush()
@@ -82,22 +90,128 @@ def test_health_is_ok_and_says_how_old_the_bucket_copy_is(client: Client) -> Non
 
 
 @pytest.mark.usefixtures("public_details")
-def test_health_names_the_snapshot_a_reader_loaded(client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_health_names_the_snapshot_a_read_only_process_loaded(
+    client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
     keys = get_settings().signing_keys()
-    with BucketSQLite(BucketConfig.local(tmp_path / "bucket"), signing_key=keys[0]) as writer:
+    config = BucketConfig.local(tmp_path / "bucket")
+    with BucketSQLite(config, signing_key=keys[0], local_dir=tmp_path / "writer-host") as writer:
         writer.kv.set("k", "v")
-    written = writer.last_upload
-    monkeypatch.setattr(runtime, "_decision", Decision(Role.READER, False, "test"))
+    written = writer.final_flush
+    now = time.time()  # another host holds the bucket now: this process gets a read-only copy
+    lease = WriterLease("web-2:77", "web-2", 77, started_at=now - 60, renewed_at=now, expires_at=now + 300)
+    open_object_store(config).put(f"{KEY}.lease", lease.to_json())
+    monkeypatch.setattr(runtime, "_decision", Decision(Role.SERVER, False, "test"))
     monkeypatch.setattr(runtime, "_engine", None)
+    bucket_settings = {
+        "LOCAL_PATH": str(tmp_path / "bucket"),
+        "LOCAL_DIR": str(tmp_path / "host"),
+        "LEASE_WAIT": 0,
+        "LEASE_CONFLICT": "read-only",
+    }
     try:
-        with override_settings(BUCKETHEAD={"LOCAL_PATH": str(tmp_path / "bucket")}):
+        with override_settings(BUCKETHEAD=bucket_settings):
             body = Client().get(reverse("buckethead_django:health")).json()
     finally:
         runtime.stop()
-    assert (body["status"], body["read_only"]) == ("ok", True)
+    assert (body["status"], body["read_only"], body["role"], body["process"]) == ("ok", True, "read-only", "server")
+    assert "held by another writer, web-2:77" in body["read_only_reason"]
+    assert body["replicator"] is None, "it is no member of the writer host"
     assert body["current_snapshot"] == written.generation
-    assert body["last_upload_age_seconds"] is None, "a reader uploads nothing"
+    assert body["last_upload_age_seconds"] is None, "a read-only process uploads nothing"
     assert 0 <= body["last_good_snapshot_age_seconds"] < 30, "the age of the snapshot it loaded"
+
+
+@pytest.mark.usefixtures("public_details")
+def test_a_member_reports_the_health_the_hosts_replicator_announces(
+    client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = BucketConfig.local(tmp_path / "bucket")
+    with BucketSQLite(config, background_flush=False, local_dir=tmp_path / "host") as replicator:
+        replicator.kv.set("k", "v")
+        shipped = replicator.force_flush()
+        monkeypatch.setattr(runtime, "_decision", Decision(Role.SERVER, False, "test"))
+        monkeypatch.setattr(runtime, "_engine", None)
+        bucket_settings = {"LOCAL_PATH": str(tmp_path / "bucket"), "LOCAL_DIR": str(tmp_path / "host")}
+        url = reverse("buckethead_django:health")
+        try:
+            with override_settings(BUCKETHEAD=bucket_settings):
+                body = client.get(url).json()
+                assert (body["status"], body["role"], body["read_only"]) == ("ok", "member", False)
+                assert body["replicator"]["pid"] == os.getpid()  # the replicator engine runs in this test's process
+                assert body["replicator"]["host"], "the replicator's host name"
+                assert body["current_snapshot"] == shipped.generation, "what the replicator shipped last"
+                assert 0 <= body["last_upload_age_seconds"] < 30
+                assert body["pending_changes"] is False
+
+                runtime.get_buckethead().kv.set("k", "changed by the member")
+                assert client.get(url).json()["pending_changes"] is True, "the host's database has unshipped changes"
+
+                def unreachable(*_args: object, **_kwargs: object) -> None:
+                    raise OSError("bucket unreachable")
+
+                with monkeypatch.context() as patched:
+                    patched.setattr(replicator.store, "put", unreachable)
+                    with pytest.raises(OSError, match="unreachable"):
+                        replicator.force_flush()
+                    body = client.get(url).json()
+                assert (body["status"], body["role"]) == ("degraded", "member"), "the replicator's failure"
+                assert "bucket unreachable" in body["last_error"]
+
+                replicator.force_flush()
+                assert client.get(url).json()["status"] == "ok"
+                with BucketSQLite(config, background_flush=False, local_dir=tmp_path / "another-host"):
+                    runtime.get_buckethead().kv.set("k", "stale")
+                    with pytest.raises(WriterFenced):
+                        replicator.force_flush()
+                    response = client.get(url)
+                assert response.status_code == 503, "every process of a fenced host says so"
+                body = response.json()
+                assert (body["status"], body["role"]) == ("failing", "member")
+                assert "has taken over" in body["fenced"]
+                assert body["error"] == body["fenced"]
+        finally:
+            runtime.stop()
+    for saved in re.findall(r"is saved in (\S+\.db)", caplog.text):  # the fenced replicator's copy, made at stop
+        Path(saved).unlink(missing_ok=True)
+
+
+@pytest.mark.usefixtures("public_details")
+def test_copies_set_aside_at_the_hosts_start_make_health_degraded(
+    client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    config = BucketConfig.local(tmp_path / "bucket")
+    keys = get_settings().signing_keys()
+    with BucketSQLite(config, signing_key=keys[0], local_dir=tmp_path / "first-host") as first:
+        first.kv.set("k", "in the bucket")
+    host = tmp_path / "host"  # a database no replicator recorded, brought along to a bucket that holds data
+    host.mkdir()
+    with contextlib.closing(sqlite3.connect(host / "buckethead.sqlite3")) as brought:
+        brought.execute("CREATE TABLE notes (body TEXT)")
+        brought.execute("INSERT INTO notes VALUES ('brought along')")
+        brought.commit()
+    monkeypatch.setattr(runtime, "_decision", Decision(Role.SERVER, False, "test"))
+    monkeypatch.setattr(runtime, "_engine", None)
+    bucket_settings = {"LOCAL_PATH": str(tmp_path / "bucket"), "LOCAL_DIR": str(host)}
+    try:
+        with override_settings(BUCKETHEAD=bucket_settings):
+            engine = runtime.get_buckethead()
+            assert engine.kv.get("k") == "in the bucket", "the bucket's generation was restored in its place"
+            response = client.get(reverse("buckethead_django:health"))
+            with override_settings(BUCKETHEAD={**bucket_settings, "HEALTH_DETAILS": "never"}):
+                anonymous = client.get(reverse("buckethead_django:health"))
+    finally:
+        runtime.stop()
+    assert response.status_code == 200, "the site works: it serves the bucket's data"
+    body = response.json()
+    assert (body["status"], body["role"], body["last_error"], body["fenced"]) == ("degraded", "replicator", None, None)
+    (copy,) = body["set_aside"]
+    assert "no replicator of this bucket recorded what it holds" in copy["reason"]
+    assert Path(copy["path"]).parent == host / "set-aside"
+    with contextlib.closing(sqlite3.connect(copy["path"])) as kept:
+        assert kept.execute("SELECT body FROM notes").fetchall() == [("brought along",)]
+    assert anonymous.json()["status"] == "degraded", "anyone sees that something needs looking at"
+    assert set(anonymous.json()) == PUBLIC_FIELDS, "but only staff see the paths"
 
 
 @pytest.mark.usefixtures("public_details")
@@ -131,7 +245,7 @@ def test_health_is_failing_once_another_writer_has_fenced_this_one_off(client: C
     body = response.json()
     assert body["status"] == "failing"
     assert "has taken over" in body["fenced"]
-    assert "stopped flushing" in body["fenced"]
+    assert "stopped shipping" in body["fenced"]
     assert body["error"] == body["fenced"] == body["last_error"]
     assert body["current_snapshot"] == fenced.last_upload.generation, "the last generation this process committed"
     assert body["pending_changes"] is True
@@ -140,7 +254,7 @@ def test_health_is_failing_once_another_writer_has_fenced_this_one_off(client: C
 
 @pytest.mark.usefixtures("public_details")
 def test_health_is_failing_when_there_is_no_engine(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runtime, "_decision", Decision(Role.READER, False, "test"))
+    monkeypatch.setattr(runtime, "_decision", Decision(Role.PROCESS, False, "test"))
     monkeypatch.setattr(runtime, "_engine", None)
     with override_settings(BUCKETHEAD={"BACKEND": "s3"}):  # no bucket: the engine cannot start
         assert get_settings().errors
@@ -178,7 +292,13 @@ def test_staff_users_see_the_details_and_other_users_do_not(
     body = response.json()
     assert fenced.config.bucket in body["fenced"], "staff see which bucket was taken over, and by whom"
     assert body["error"] == body["fenced"] == body["last_error"]
-    assert (body["role"], body["read_only"], body["pending_changes"]) == ("test", False, True)
+    assert (body["role"], body["process"], body["read_only"], body["pending_changes"]) == (
+        "replicator",
+        "test",
+        False,
+        True,
+    )
+    assert body["replicator"]["pid"] == os.getpid()
     assert body["current_snapshot"] == fenced.last_upload.generation
     inactive = login(Client(), django_user_model, is_staff=True, is_active=False)
     assert set(inactive.get(HEALTH).json()) == PUBLIC_FIELDS, "a deactivated staff account sees no details"
@@ -251,9 +371,9 @@ def test_health_answers_when_the_users_session_cannot_be_read(client: Client) ->
 
 
 def test_an_engine_that_cannot_start_is_failing_without_saying_where_to_anyone(
-    client: Client, monkeypatch: pytest.MonkeyPatch
+    client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    monkeypatch.setattr(runtime, "_decision", Decision(Role.READER, False, "test"))
+    monkeypatch.setattr(runtime, "_decision", Decision(Role.PROCESS, False, "test"))
     monkeypatch.setattr(runtime, "_engine", None)
     endpoint = f"http://127.0.0.1:{free_port()}"
     unreachable = {
@@ -266,6 +386,7 @@ def test_an_engine_that_cannot_start_is_failing_without_saying_where_to_anyone(
         "MAX_ATTEMPTS": 1,
         "CONNECT_TIMEOUT": 1,
         "STARTUP_TIMEOUT": 0,
+        "LOCAL_DIR": str(tmp_path / "host"),
     }
     with override_settings(BUCKETHEAD=unreachable):
         anonymous = client.get(HEALTH)

@@ -297,7 +297,7 @@ def test_a_writer_that_cannot_reach_the_bucket_fails_clearly_and_changes_nothing
         assert answer.status != 200, f"the writer serves without the bucket's data: {answer}\n{log}"
     else:
         assert code != 0, log
-    assert "started as writer" not in log, log
+    assert "BucketHead started as" not in log, log
     assert bucket in log, f"the error names the bucket:\n{log}"
     assert f"127.0.0.1:{proxy.port}" in log, f"the error names the endpoint:\n{log}"
     assert COULD_NOT_REACH.search(log), f"the error says the bucket could not be reached:\n{log}"

@@ -1,4 +1,4 @@
-"""Which process becomes the writer: the decision table, case by case."""
+"""When a process attaches to the host's database (at ready() or on first use): the decision table, case by case."""
 
 from __future__ import annotations
 
@@ -15,24 +15,24 @@ NO_MODULES: frozenset[str] = frozenset()
     ("argv", "environ", "role", "eager"),
     [
         (["manage.py", "runserver"], {}, Role.IDLE, False),
-        (["manage.py", "runserver"], {"RUN_MAIN": "true"}, Role.WRITER, True),
-        (["manage.py", "runserver", "--noreload"], {}, Role.WRITER, True),
-        (["manage.py", "runserver", "0.0.0.0:8000", "--noreload"], {}, Role.WRITER, True),
-        (["/srv/app/manage.py", "migrate"], {}, Role.READER, False),
-        (["manage.py", "makemigrations"], {}, Role.READER, False),
-        (["manage.py", "collectstatic", "--noinput"], {}, Role.READER, False),
-        (["manage.py", "check"], {}, Role.READER, False),
-        (["manage.py", "shell"], {}, Role.READER, False),
-        (["manage.py"], {}, Role.READER, False),
+        (["manage.py", "runserver"], {"RUN_MAIN": "true"}, Role.SERVER, True),
+        (["manage.py", "runserver", "--noreload"], {}, Role.SERVER, True),
+        (["manage.py", "runserver", "0.0.0.0:8000", "--noreload"], {}, Role.SERVER, True),
+        (["/srv/app/manage.py", "migrate"], {}, Role.PROCESS, False),
+        (["manage.py", "makemigrations"], {}, Role.PROCESS, False),
+        (["manage.py", "collectstatic", "--noinput"], {}, Role.PROCESS, False),
+        (["manage.py", "check"], {}, Role.PROCESS, False),
+        (["manage.py", "shell"], {}, Role.PROCESS, False),
+        (["manage.py"], {}, Role.PROCESS, False),
         (["manage.py", "test"], {}, Role.TEST, False),
         (["manage.py", "testserver", "fixture.json"], {}, Role.TEST, False),
-        (["/usr/bin/django-admin", "migrate"], {}, Role.READER, False),
-        (["/venv/lib/python3.11/site-packages/django/__main__.py", "migrate"], {}, Role.READER, False),
-        (["/venv/bin/gunicorn", "site.wsgi", "--threads", "8"], {}, Role.WRITER, True),
-        (["/venv/lib/python3.11/site-packages/gunicorn/__main__.py", "site.wsgi"], {}, Role.WRITER, True),
-        (["/venv/bin/uvicorn", "site.asgi:application"], {}, Role.WRITER, True),
-        (["/venv/bin/daphne", "site.asgi:application"], {}, Role.WRITER, True),
-        (["worker.py"], {}, Role.READER, False),
+        (["/usr/bin/django-admin", "migrate"], {}, Role.PROCESS, False),
+        (["/venv/lib/python3.11/site-packages/django/__main__.py", "migrate"], {}, Role.PROCESS, False),
+        (["/venv/bin/gunicorn", "site.wsgi", "--threads", "8"], {}, Role.SERVER, True),
+        (["/venv/lib/python3.11/site-packages/gunicorn/__main__.py", "site.wsgi"], {}, Role.SERVER, True),
+        (["/venv/bin/uvicorn", "site.asgi:application"], {}, Role.SERVER, True),
+        (["/venv/bin/daphne", "site.asgi:application"], {}, Role.SERVER, True),
+        (["worker.py"], {}, Role.PROCESS, False),
     ],
 )
 def test_role_by_command_line(argv: list[str], environ: dict[str, str], role: Role, eager: bool) -> None:
@@ -41,18 +41,19 @@ def test_role_by_command_line(argv: list[str], environ: dict[str, str], role: Ro
 
 
 def test_server_detected_by_its_loaded_modules() -> None:
-    assert decide(["python"], {}, None, {"uvicorn.server"}).role is Role.WRITER
+    assert decide(["python"], {}, None, {"uvicorn.server"}).role is Role.SERVER
 
 
-def test_autostart_true_forces_a_writer_anywhere_but_in_tests() -> None:
+def test_autostart_true_attaches_at_ready_anywhere_but_in_tests() -> None:
     decision = decide(["manage.py", "migrate"], {}, True, NO_MODULES)
-    assert (decision.role, decision.eager) == (Role.WRITER, True)
-    assert decide(["manage.py", "runserver"], {}, True, NO_MODULES).role is Role.WRITER
+    assert (decision.role, decision.eager) == (Role.SERVER, True)
+    assert decide(["manage.py", "runserver"], {}, True, NO_MODULES).role is Role.SERVER
 
 
-def test_autostart_false_never_starts_a_writer() -> None:
+def test_autostart_false_attaches_only_on_first_use() -> None:
     for argv in (["gunicorn", "site.wsgi"], ["manage.py", "runserver", "--noreload"]):
-        assert decide(argv, {"RUN_MAIN": "true"}, False, NO_MODULES).role is Role.READER
+        decision = decide(argv, {"RUN_MAIN": "true"}, False, NO_MODULES)
+        assert (decision.role, decision.eager) == (Role.PROCESS, False)
 
 
 def test_test_runners_get_a_throwaway_engine() -> None:
@@ -71,7 +72,7 @@ def test_test_runners_get_a_throwaway_engine() -> None:
         (["manage.py", "testserver", "fixture.json"], NO_MODULES),
     ],
 )
-def test_a_test_run_is_never_a_writer_whatever_autostart_says(
+def test_a_test_run_never_reaches_the_configured_bucket_whatever_autostart_says(
     argv: list[str], modules: set[str], autostart: bool | None
 ) -> None:
     """``BUCKETHEAD_AUTOSTART=true`` left in a developer's shell must not make the test run write the real bucket."""

@@ -9,7 +9,9 @@ What a process acknowledged must be in the bucket afterwards:
   final flush can have saved them.
 
 Everything is checked from fresh processes through public interfaces only: ``manage.py buckethead kv ...``,
-Django's cache API and ``get_buckethead()`` in a new process, HTTP responses of the example project.
+Django's cache API and ``get_buckethead()`` in a new process, HTTP responses of the example project. What the
+bucket holds is read by processes on a new host (a ``LOCAL_DIR`` of their own), which restore it: a process on
+the server's host would read the host's database, which has every write whether it was shipped or not.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ def bucket_env(moto: MotoServer) -> dict[str, str]:
     return s3_env(s3_config(moto).bucket, moto.endpoint_url, **NO_PERIODIC_FLUSH)
 
 
+def new_host(state: Path, name: str) -> dict[str, str]:
+    """The environment of a process on a new host: a ``LOCAL_DIR`` of its own, so it restores from the bucket."""
+    return {"BUCKETHEAD_LOCAL_DIR": str(state / name)}
+
+
 def shell_output(state: Path, code: str, **env: str) -> dict:
     """Run ``code`` with ``manage.py shell -c`` in a new process; it prints one line ``RESULT <json>``."""
     result = manage(state, "shell", "-c", code, check=False, **env)
@@ -74,7 +81,7 @@ from buckethead_django import get_buckethead
 
 MODE, PER_BATCH = {mode!r}, {per_batch}
 bh = get_buckethead()
-assert not bh.read_only, "this process must be the writer"
+assert bh.role == "replicator", "this process must be the host's replicator"
 con = bh.connect()
 con.execute("CREATE TABLE ballast (b BLOB)")
 con.executemany("INSERT INTO ballast VALUES (?)", [(os.urandom(1 << 20),) for _ in range(4)])
@@ -102,7 +109,8 @@ keys = bh.kv.keys("acked/")
 values = {k: bh.kv.get(k) for k in keys}
 names = [f"acked-{b}-{i}" for b in range(1000) for i in range(50)]
 entries = {k: list(v) for k, v in cache.get_many(names).items()}
-print("RESULT " + json.dumps({"read_only": bh.read_only, "kv": values, "cache": entries}))
+restored = bh.restored_from.name if bh.restored_from is not None else None
+print("RESULT " + json.dumps({"role": bh.role, "restored": restored, "kv": values, "cache": entries}))
 """
 
 
@@ -195,23 +203,25 @@ def test_what_force_flush_acknowledged_survives_kill_9(tmp_path: Path, moto: Mot
     }
     expected_cache = {f"acked-{batch}-{i}": [batch, i] for batch in acked for i in range(per_batch // 4)}
 
-    # A fresh reader, through the management command: every acknowledged key is in the latest snapshot.
-    listed = manage(tmp_path, "buckethead", "kv", "list", "--prefix", "acked/", "--limit", "100000", "--json", **env)
+    # A process on a new host, through the management command: every acknowledged key is in the bucket. The dead
+    # writer's lease holds nothing (its process is gone), so it is taken at once.
+    kv_list = ["buckethead", "kv", "list", "--prefix", "acked/", "--limit", "100000", "--json"]
+    listed = manage(tmp_path, *kv_list, **env, **new_host(tmp_path, "list-host"))
     keys = {entry["key"] for entry in json.loads(listed.stdout)["keys"]}
     assert set(expected_kv) <= keys, f"{len(set(expected_kv) - keys)} acknowledged keys lost"
     last = f"acked/{acked[-1]:04d}/{per_batch - 1:03d}"
-    got = manage(tmp_path, "buckethead", "kv", "get", last, "--json", **env)
+    got = manage(tmp_path, "buckethead", "kv", "get", last, "--json", **env, **new_host(tmp_path, "get-host"))
     assert json.loads(got.stdout)["value"] == expected_kv[last]
 
-    # A fresh reader, through get_buckethead() and Django's cache: the values themselves.
-    read = shell_output(tmp_path, READ_ACKED, **env)
-    assert read["read_only"]
+    # A process on a new host, through get_buckethead() and Django's cache: the values themselves.
+    read = shell_output(tmp_path, READ_ACKED, **env, **new_host(tmp_path, "read-host"))
+    assert read["restored"] is not None, "it restored the bucket's current generation"
     assert expected_kv.items() <= read["kv"].items()
     assert expected_cache.items() <= read["cache"].items()
 
-    # The next writer on this host takes over the dead writer's lease at once and starts from the same data.
+    # The next process on the dead writer's host takes its role over and keeps the host's database: no download.
     takeover = shell_output(tmp_path, READ_ACKED, BUCKETHEAD_AUTOSTART="true", **env)
-    assert not takeover["read_only"]
+    assert (takeover["role"], takeover["restored"]) == ("replicator", None)
     assert expected_kv.items() <= takeover["kv"].items()
     assert expected_cache.items() <= takeover["cache"].items()
 
@@ -359,8 +369,8 @@ def test_every_answered_write_survives_a_graceful_stop_under_load(
     tmp_path: Path, moto: MotoServer, kind: str, args: tuple[str, ...], sig: signal.Signals
 ) -> None:
     env = bucket_env(moto)
-    manage(tmp_path, "migrate", "--noinput", **env)  # the demo's Document table, in its own SQLite file
-    shell_output(tmp_path, BALLAST, BUCKETHEAD_AUTOSTART="true", **env)  # flushed at its exit
+    manage(tmp_path, "migrate", "--noinput", **env)  # the demo's Document table, in the host's database
+    shell_output(tmp_path, BALLAST, **env)  # shipped at its exit: the host's last process
     server = Server(kind, tmp_path, *args, **env).wait_ready()
     try:
         with VisitLoad(server, clients=8, slow=16) as load:
@@ -379,16 +389,18 @@ def test_every_answered_write_survives_a_graceful_stop_under_load(
     assert answers >= 20, report
     assert code != -signal.SIGKILL, report
 
-    stored = shell_output(tmp_path, READ_VISITS, **env)["visits"]
     problems = []
+    if (lease := lease_left(env)) is not None:  # before anything else takes the lease
+        problems.append(f"the writer lease was not released: {lease}")
+    stored = shell_output(tmp_path, READ_VISITS, **env, **new_host(tmp_path, "check-host"))["visits"]
     if stored is None or stored < load.highest:
         problems.append(f"answered up to {load.highest}, the bucket has {stored}")
     if duplicates := sorted(v for v, n in Counter(load.values).items() if n > 1):
         problems.append(f"the counter answered {duplicates[:10]} more than once")
-    if len(server.writer_pids()) != 1:
-        problems.append(f"{len(server.writer_pids())} writer engines started in the serving process, not one")
-    if (lease := lease_left(env)) is not None:
-        problems.append(f"the writer lease was not released: {lease}")
+    if [role for role, _ in server.started()] != ["replicator"]:
+        problems.append(f"the serving process started {server.started()}, not one replicator")
+    if server.stopped_pids() != server.started_pids():
+        problems.append(f"the final flush was made by {server.stopped_pids()}, not by the replicator")
     assert not problems, "; ".join(problems) + "\n" + report
 
 

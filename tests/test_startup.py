@@ -1,45 +1,67 @@
-"""Startup rules with real processes: exactly one writer per serving process, none elsewhere."""
+"""Startup rules with real processes: each process attaches to its host's database; one is its replicator."""
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import subprocess
 import sys
 import textwrap
+import urllib.error
 from pathlib import Path
 
 import pytest
 
+from buckethead_django.engine import BucketConfig, BucketSQLite
+
 from .conftest import s3_config
 from .moto_server import MotoServer
-from .servers import Server, example_env, manage, s3_env
+from .servers import LEFT_LINE, STARTED_LINE, STOPPED_LINE, Server, example_env, manage, s3_env
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
 
+VISITS = re.compile(r'<strong id="visits">(\d+)</strong>')
+G = "from buckethead_django import get_buckethead as g; "
 
-def test_runserver_with_the_autoreloader_writes_only_in_its_serving_child(tmp_path: Path) -> None:
+
+def visit(server: Server) -> int:
+    """One visit to the example's index page: the cached counter it shows, incremented by this visit."""
+    match = VISITS.search(server.get("/"))
+    assert match, server.log()
+    return int(match.group(1))
+
+
+def in_the_bucket(state: Path) -> BucketSQLite:
+    """A read-only view of what the bucket of ``state`` holds, as a new host would restore it."""
+    return BucketSQLite(BucketConfig.local(state / "bucket"), read_only_reason="checking the bucket")
+
+
+def test_runserver_with_the_autoreloader_attaches_only_in_its_serving_child(tmp_path: Path) -> None:
     with Server("runserver", tmp_path) as server:
         parent = server.proc.pid
     log = server.log()
-    assert len(server.writer_pids()) == 1, log
-    assert server.writer_pids()[0] != parent, "the autoreloader's parent must never be the writer"
+    assert len(server.started()) == 1, log
+    ((role, child),) = server.started()
+    assert role == "replicator", log
+    assert child != parent, "the autoreloader's parent never attaches to the database"
 
 
 @pytest.mark.parametrize("to_group", [True, False], ids=["ctrl-c-to-the-group", "sigint-to-the-parent"])
 def test_runserver_autoreloader_child_flushes_on_interrupt(tmp_path: Path, to_group: bool) -> None:
     with Server("runserver", tmp_path) as server:
         code = server.stop(signal.SIGINT, group=to_group)
-    writers = server.writer_pids()
-    assert len(writers) == 1, server.log()
-    assert server.stopped_pids() == writers, "the serving child made its final flush before the parent exited"
+    replicators = server.started_pids("replicator")
+    assert len(replicators) == 1, server.log()
+    assert server.stopped_pids() == replicators, "the serving child made its final flush before the parent exited"
     assert code != -signal.SIGKILL
 
 
-def test_runserver_noreload_is_the_writer_itself(tmp_path: Path) -> None:
+def test_runserver_noreload_is_the_replicator_itself(tmp_path: Path) -> None:
     with Server("runserver", tmp_path, "--noreload") as server:
         pid = server.proc.pid
         server.stop(signal.SIGINT)
-    assert server.writer_pids() == [pid], server.log()
+    assert server.started() == [("replicator", pid)], server.log()
     assert server.stopped_pids() == [pid], "Ctrl-C makes the final flush"
 
 
@@ -50,70 +72,136 @@ def test_runserver_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     assert code != -signal.SIGKILL
 
 
-def test_gunicorn_worker_is_the_one_writer(tmp_path: Path) -> None:
+def test_a_gunicorn_worker_is_the_hosts_replicator(tmp_path: Path) -> None:
     with Server("gunicorn", tmp_path, "--workers", "1", "--threads", "4") as server:
         master = server.proc.pid
         code = server.stop(signal.SIGTERM)
     log = server.log()
-    writers = server.writer_pids()
-    assert len(writers) == 1, log
-    assert writers[0] != master, "the master only supervises; the worker serves and writes"
-    assert server.stopped_pids() == writers, "the worker made its final flush on SIGTERM"
+    assert len(server.started()) == 1, log
+    ((role, worker),) = server.started()
+    assert role == "replicator", log
+    assert worker != master, "the master only supervises; the worker serves and replicates"
+    assert server.stopped_pids() == [worker], "the worker made its final flush on SIGTERM"
     assert code == 0, "gunicorn's own graceful shutdown still ran"
     assert "Shutting down: Master" in log
 
 
-def test_uvicorn_is_the_writer_and_shuts_down_gracefully(tmp_path: Path) -> None:
+def test_uvicorn_is_the_replicator_and_shuts_down_gracefully(tmp_path: Path) -> None:
     with Server("uvicorn", tmp_path) as server:
         pid = server.proc.pid
         server.stop(signal.SIGTERM)
     log = server.log()
-    assert server.writer_pids() == [pid], log
+    assert server.started() == [("replicator", pid)], log
     assert server.stopped_pids() == [pid], log
     assert "Finished server process" in log, "uvicorn's own graceful shutdown still ran"
 
 
-def test_migrate_and_other_commands_never_start_a_writer(tmp_path: Path) -> None:
-    for command in (["migrate", "--noinput"], ["check"], ["showmigrations"]):
-        result = manage(tmp_path, *command)
-        assert "started as writer" not in result.stdout + result.stderr, command
+def test_commands_attach_on_first_use_and_ship_at_exit_when_no_server_runs(tmp_path: Path) -> None:
+    check = manage(tmp_path, "check")
+    assert "BucketHead started" not in check.stdout + check.stderr, "a command that needs no data attaches nothing"
+    migrate = manage(tmp_path, "migrate", "--noinput")
+    output = migrate.stdout + migrate.stderr
+    started = STARTED_LINE.findall(output)
+    assert len(started) == 1, output
+    ((role, pid),) = started
+    assert role == "replicator", "the host's only process is its replicator"
+    assert STOPPED_LINE.findall(output) == [pid], "its exit made the final flush"
+    with in_the_bucket(tmp_path) as bucket:
+        applied = bucket.connection.execute("SELECT count(*) FROM django_migrations").fetchone()[0]
+    assert applied > 0, "the migrations reached the bucket"
 
 
-def test_a_command_reads_the_latest_snapshot_and_refuses_writes(tmp_path: Path) -> None:
-    manage(tmp_path, "migrate", "--noinput")
-    with Server("runserver", tmp_path, "--noreload") as server:
-        pass  # the writer started and stopped: a snapshot now exists
-    del server
-    write = manage(tmp_path, "shell", "-c", "from buckethead_django import get_buckethead as g; g().kv.set('k', 'v')",
-                   check=False)  # fmt: skip
-    assert write.returncode != 0
-    assert "ReadOnlyError" in write.stderr
-    assert "read-only in this process" in write.stderr
-    assert "AUTOSTART" in write.stderr, "the error says what to do"
-
-    seeded = manage(
-        tmp_path,
-        "shell",
-        "-c",
-        "from buckethead_django import get_buckethead as g; g().kv.set('k', 'seeded'); print('ok')",
-        BUCKETHEAD_AUTOSTART="true",
-    )
+def test_a_command_on_the_servers_host_is_a_member_that_reads_and_writes(tmp_path: Path) -> None:
+    seeded = manage(tmp_path, "shell", "-c", G + "g().kv.set('k', 'seeded'); print('ok')")
     assert "ok" in seeded.stdout
-    read = manage(tmp_path, "shell", "-c", "from buckethead_django import get_buckethead as g; print(g().kv.get('k'))")
-    assert read.stdout.strip().splitlines()[-1] == "seeded", "a command sees what the last writer flushed"
+    with Server("runserver", tmp_path, "--noreload") as server:
+        replicator = server.proc.pid
+        command = G + "b = g(); print(b.kv.get('k')); b.kv.set('k', 'from a command'); print(b.role)"
+        write = manage(tmp_path, "shell", "-c", command)
+        assert write.stdout.split()[-2:] == ["seeded", "member"], write.stdout + write.stderr
+        assert len(LEFT_LINE.findall(write.stderr)) == 1, "the command left the host's database at exit"
+        assert f"the host's replicator (pid {replicator}) ships what it changed" in write.stderr
+        read = manage(tmp_path, "shell", "-c", G + "print(g().kv.get('k'))")
+        assert read.stdout.strip().splitlines()[-1] == "from a command", "every process of the host sees it at once"
+        server.stop(signal.SIGTERM)
+    assert server.stopped_pids() == [replicator], server.log()
+    with in_the_bucket(tmp_path) as bucket:
+        assert bucket.kv.get("k") == "from a command", "the replicator's final flush shipped the command's write"
 
 
-def test_a_second_server_on_the_same_bucket_is_refused(tmp_path: Path) -> None:
+def test_a_command_on_another_host_is_refused_or_reads_a_read_only_copy(tmp_path: Path) -> None:
+    manage(tmp_path, "shell", "-c", G + "g().kv.set('k', 'seeded')")
+    elsewhere = {"BUCKETHEAD_LOCAL_DIR": str(tmp_path / "another-host"), "BUCKETHEAD_LEASE_WAIT": "1"}
+    with Server("runserver", tmp_path, "--noreload") as server:
+        refused = manage(tmp_path, "shell", "-c", G + "g()", check=False, **elsewhere)
+        assert refused.returncode != 0
+        assert "WriterConflict" in refused.stderr, refused.stderr
+        assert "held by another writer" in refused.stderr
+        assert f":{server.proc.pid}" in refused.stderr, "the refusal names the host's replicator"
+        assert "this process gave up after waiting 1s" in refused.stderr
+        assert "BucketHead started" not in refused.stderr
+
+        command = G + "b = g(); print(b.role, b.kv.get('k')); b.kv.set('k', 'changed')"
+        reader = manage(
+            tmp_path, "shell", "-c", command, check=False, BUCKETHEAD_LEASE_CONFLICT="read-only", **elsewhere
+        )
+        assert reader.stdout.split()[-2:] == ["read-only", "seeded"], reader.stdout + reader.stderr
+        assert reader.returncode != 0
+        assert "ReadOnlyError" in reader.stderr
+        assert "read-only on this host" in reader.stderr, "the error says why"
+        assert "held by another writer" in reader.stderr
+        server.stop(signal.SIGTERM)
+    with in_the_bucket(tmp_path) as bucket:
+        assert bucket.kv.get("k") == "seeded", "the other host changed nothing in the bucket"
+
+
+def test_a_second_server_on_the_same_host_is_a_member_and_serves_the_same_data(tmp_path: Path) -> None:
+    manage(tmp_path, "migrate", "--noinput")
     with Server("runserver", tmp_path, "--noreload") as first:
-        second = Server("runserver", tmp_path, "--noreload", BUCKETHEAD_LEASE_WAIT="1")
+        with Server("runserver", tmp_path, "--noreload") as second:
+            assert second.started() == [("member", second.proc.pid)], second.log()
+            assert f"the host's replicator is pid {first.proc.pid}" in second.log()
+            counted = [visit(first), visit(second), visit(first), visit(second)]
+            assert counted == list(range(counted[0], counted[0] + 4)), "one database, one visit counter"
+            second.stop(signal.SIGTERM)
+        assert second.left_pids() == [second.proc.pid], second.log()
+        assert second.stopped_pids() == [], "a member makes no final flush: the replicator ships"
+        assert f"the host's replicator (pid {first.proc.pid}) ships what it changed" in second.log()
+        assert visit(first) == counted[-1] + 1, "the first server keeps serving"
+        first.stop(signal.SIGTERM)
+    assert first.stopped_pids() == [first.proc.pid], first.log()
+    with Server("runserver", tmp_path, "--noreload", BUCKETHEAD_LOCAL_DIR=str(tmp_path / "new-host")) as again:
+        assert visit(again) == counted[-1] + 2, "the last process out shipped every visit"
+
+
+def test_a_second_server_on_another_host_is_refused_or_serves_read_only(tmp_path: Path) -> None:
+    manage(tmp_path, "migrate", "--noinput")
+    another_host = {"BUCKETHEAD_LOCAL_DIR": str(tmp_path / "another-host"), "BUCKETHEAD_LEASE_WAIT": "1"}
+    with Server("runserver", tmp_path, "--noreload") as first:
+        second = Server("runserver", tmp_path, "--noreload", **another_host)
         code = second.proc.wait(timeout=60)
         second.stop()  # already exited: this only closes its log
         log = second.log()
         assert code != 0
         assert "held by another writer" in log, log
-        assert f":{first.proc.pid}" in log, "the refusal names the running writer"
-        assert "started as writer" not in log
+        assert f":{first.proc.pid}" in log, "the refusal names the running replicator"
+        assert "BucketHead could not start in pid" in log
+        assert "BucketHead started" not in log
         assert first.get("/cached/"), "the first server keeps serving"
+
+        details = {"BUCKETHEAD_LEASE_CONFLICT": "read-only", "BUCKETHEAD_HEALTH_DETAILS": "public"}
+        with Server("runserver", tmp_path, "--noreload", **another_host, **details) as reader:
+            assert reader.started() == [("read-only", reader.proc.pid)], reader.log()
+            health = json.loads(reader.get("/buckethead/health/"))
+            assert (health["status"], health["role"], health["read_only"]) == ("ok", "read-only", True), health
+            assert "held by another writer" in health["read_only_reason"]
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                reader.get("/")  # the visit counter is a write
+            assert refused.value.code == 500
+            assert "read-only on this host" in reader.log()
+            reader.stop(signal.SIGTERM)
+        assert visit(first) >= 1, "the first server keeps serving"
+    assert first.stopped_pids() == [first.proc.pid]
 
 
 def test_the_final_flush_at_exit_reaches_an_s3_bucket(tmp_path: Path, moto) -> None:

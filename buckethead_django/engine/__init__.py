@@ -1,10 +1,11 @@
-"""The BucketHead engine: in-memory SQLite made durable in an S3-compatible bucket.
+"""The BucketHead engine: a host's SQLite database, in RAM, made durable in an S3-compatible bucket.
 
 Nothing in this package imports Django; the Django app is a thin layer on top.
 """
 
 from .config import BucketConfig, SnapshotConfig
 from .core import BucketSQLite, FlushResult
+from .database import LocalDirError
 from .errors import (
     BucketAccessDenied,
     BucketHeadError,
@@ -12,6 +13,7 @@ from .errors import (
     BucketNotFound,
     BucketUnavailable,
     CurrentSnapshotCorrupt,
+    HostNotReady,
     NotStarted,
     ObjectNotFound,
     ObjectStoreError,
@@ -43,8 +45,10 @@ __all__ = [
     "FlushResult",
     "GcReport",
     "History",
+    "HostNotReady",
     "Interface",
     "KVStore",
+    "LocalDirError",
     "LocalObjectStore",
     "NotStarted",
     "ObjectInfo",

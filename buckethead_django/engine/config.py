@@ -47,6 +47,10 @@ DEFAULT_LEASE_SECONDS = 300.0
 DEFAULT_LEASE_WAIT = 20.0
 #: How long a starting engine retries while the bucket cannot be reached.
 DEFAULT_STARTUP_TIMEOUT = 30.0
+#: What a process does when another host keeps the bucket's lease past the wait: "exit" (raise
+#: `WriterConflict`) or "read-only" (serve a read-only copy of the latest snapshot).
+DEFAULT_LEASE_CONFLICT = "exit"
+LEASE_CONFLICT_CHOICES = ("exit", "read-only")
 
 # -- maintenance ----------------------------------------------------------------------------
 
@@ -96,6 +100,13 @@ class BucketConfig:
     @property
     def is_local(self) -> bool:
         return self.local_path is not None
+
+    @property
+    def identity(self) -> str:
+        """Which bucket and snapshot key this is, as one string (no secrets): what a host's database replicates."""
+        if self.local_path is not None:
+            return f"local:{self.local_path.resolve()}|{self.key}"
+        return f"s3:{self.endpoint_url or 'aws'}|{self.bucket}|{self.key}"
 
     @classmethod
     def local(cls, path: str | Path, **kwargs: object) -> BucketConfig:

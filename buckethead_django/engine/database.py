@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -39,6 +40,8 @@ from pathlib import Path
 from .errors import BucketHeadError
 
 DATABASE_NAME = "buckethead.sqlite3"
+#: Where copies of the database that had to make way for the bucket's are kept, beside it.
+SET_ASIDE_DIR = "set-aside"
 #: Where RAM-backed directories are, on Linux.
 SHM_ROOT = Path("/dev/shm")  # noqa: S108 - shared, so the directory is made private and its owner checked
 #: A RAM-backed directory with less free space than this is not chosen by default (Docker's default is 64 MB).
@@ -244,6 +247,16 @@ class HostDatabase:
         if read_only:
             conn.execute("PRAGMA query_only = ON")
 
+    def check_room(self, needed_bytes: int) -> None:
+        """Raise `LocalDirError`, saying what to do, unless the directory has room for ``needed_bytes`` more."""
+        free = free_bytes(self.directory)
+        if needed_bytes > free:
+            raise LocalDirError(
+                f"the database directory {str(self.directory)!r} has {_mib(free)} free, but the database needs "
+                f"{_mib(needed_bytes)}: give it more room (for Docker, `--shm-size=1g`; for Compose, "
+                "`shm_size: 1g`) or point LOCAL_DIR at a larger local directory. Nothing was changed."
+            )
+
     def create(self, source: Path | None) -> None:
         """Make the file, from the verified database at ``source`` (None: empty), atomically.
 
@@ -266,6 +279,14 @@ class HostDatabase:
         finally:
             for part in (building, Path(f"{building}-wal"), Path(f"{building}-shm")):
                 part.unlink(missing_ok=True)
+
+    def use_wal(self) -> None:
+        """Put the file in WAL mode (a file made elsewhere may not be); nobody else may have it open."""
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+        finally:
+            conn.close()
 
     def replace_with(self, source: Path) -> None:
         """Replace the content of the live file with the verified database at ``source``, in one transaction.
@@ -292,37 +313,56 @@ class HostDatabase:
         finally:
             conn.close()
 
-    def capture(self, conn: sqlite3.Connection, dest: Path) -> int:
-        """Copy the database, as of one read transaction on ``conn``, to a new file ``dest``.
+    def capture(self, conn: sqlite3.Connection, dest: Path) -> None:
+        """Copy the database, as of one read transaction on ``conn``, to a new plain SQLite file ``dest``.
 
         Writers in every process go on meanwhile (WAL); the copy holds
-        whole transactions only. Returns the ``data_version`` it reflects,
-        read in the same transaction. ``conn`` must be in autocommit mode.
+        whole transactions only. ``conn`` must be in autocommit mode.
         """
         conn.execute("BEGIN")
         try:
-            conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
-            version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-            out = sqlite3.connect(dest)
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            out = sqlite3.connect(dest, isolation_level=None)
             try:
                 conn.backup(out)
+                # A plain database file, as every snapshot is: not marked for WAL like the file it was copied from.
+                out.execute("PRAGMA journal_mode = DELETE")
             finally:
                 out.close()
         finally:
             conn.execute("COMMIT")
-        return version
 
-    def set_aside(self, reason: str) -> Path:
-        """Copy the live file beside it as ``set-aside/<reason>-<time>.sqlite3`` and return that path."""
-        folder = self.directory / "set-aside"
+    def set_aside(self, reason: str, why: str) -> Path:
+        """Copy the live file beside it as ``set-aside/<reason>-<time>.sqlite3``, with ``why`` in a ``.why`` file
+        next to it, and return its path. It stays until the operator removes it (see `set_aside_copies`)."""
+        folder = self.directory / SET_ASIDE_DIR
         folder.mkdir(parents=True, exist_ok=True)
         dest = folder / f"{reason}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}.sqlite3"
-        conn = self.connect(autocommit=True)
+        Path(f"{dest}.why").write_text(why, "utf-8")
         try:
-            self.capture(conn, dest)
-        finally:
-            conn.close()
+            conn = self.connect(autocommit=True)
+            try:
+                self.capture(conn, dest)
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError:
+            # Too damaged for SQLite to copy: keep the files as they are, for whatever can be saved from them.
+            dest.unlink(missing_ok=True)
+            for suffix in ("", "-wal"):
+                with contextlib.suppress(FileNotFoundError):
+                    shutil.copyfile(f"{self.path}{suffix}", f"{dest}{suffix}")
         return dest
+
+    def set_aside_copies(self) -> list[tuple[str, str]]:
+        """Every copy in ``set-aside/``, oldest first, and why it was set aside."""
+        copies = []
+        for copy in sorted((self.directory / SET_ASIDE_DIR).glob("*.sqlite3")):
+            try:
+                why = Path(f"{copy}.why").read_text("utf-8")
+            except OSError:
+                why = copy.name.split("-", 1)[0]
+            copies.append((str(copy), why))
+        return copies
 
     def quick_check(self) -> list[str]:
         """SQLite's quick integrity check of the file: ``[]`` when it is whole, else what is wrong."""
@@ -337,7 +377,9 @@ class HostDatabase:
         return [] if rows == ["ok"] else rows
 
     def fingerprint(self) -> Fingerprint:
-        return Fingerprint(database=_stat(self.path), wal=_stat(Path(f"{self.path}-wal")))
+        wal = _stat(Path(f"{self.path}-wal"))
+        # An empty WAL holds nothing: the one the last connection's close deletes, and the next one creates, are alike.
+        return Fingerprint(database=_stat(self.path), wal=wal if wal[1] else (0, 0, 0))
 
     def size_bytes(self) -> int:
         return database_bytes(self.path)

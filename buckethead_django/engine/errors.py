@@ -114,6 +114,10 @@ class WriterConflict(BucketHeadError):
     """Another live process holds the bucket's writer lease."""
 
 
+class HostNotReady(BucketHeadError):
+    """The host's replicator did not make the host's database ready in time, so this process did not start."""
+
+
 class BucketUnavailable(ObjectStoreError):
     """The bucket could not be reached at startup within the configured wait.
 

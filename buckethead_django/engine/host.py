@@ -46,6 +46,10 @@ MEMBERS_LOCK = "members.lock"
 REPLICATOR_FILE = "replicator.json"
 STATE_FILE = "state.json"
 HOST_FILE = "host.json"
+#: Touched by a process that wants the host's changes shipped now; the replicator's loop watches its time.
+FLUSH_REQUEST_FILE = "flush.request"
+#: Written by a process that waited in vain for another host's lease, so the host's others need not wait again.
+CONFLICT_FILE = "conflict.json"
 
 #: Locks of this process, closed in a forked child (the child is another process and must not hold them).
 _open_locks: weakref.WeakSet[_FileLock] = weakref.WeakSet()
@@ -100,7 +104,10 @@ os.register_at_fork(after_in_child=_close_inherited_locks)
 
 @dataclass(frozen=True)
 class ReplicatorInfo:
-    """Which process of the host is its replicator, since when, and whether the database is ready."""
+    """Which process of the host is its replicator, since when, whether the database is ready, and how it fares.
+
+    The other processes of the host report the replicator's health from it.
+    """
 
     host: str
     pid: int
@@ -108,6 +115,14 @@ class ReplicatorInfo:
     ready: bool
     #: The process's start time in clock ticks since boot: tells it apart from a later process with its pid.
     start_ticks: int = 0
+    #: Why this host no longer ships (another host took the bucket over), or None.
+    fenced: str | None = None
+    #: The error of the last failed flush, or None.
+    last_error: str | None = None
+    #: When a generation was last committed (Unix time), or None.
+    last_upload_at: float | None = None
+    #: The generation the last commit made, else the one the database was restored from.
+    current_snapshot: str | None = None
 
     @property
     def running(self) -> bool:
@@ -120,13 +135,27 @@ class HostState:
 
     ``generation`` is the bucket's generation the file equalled when it was
     restored or last shipped (None: the bucket had none); ``fingerprint``
-    is how the file looked then. ``bucket`` names the bucket and key.
+    is how the file looked then, at ``recorded_at``. While a generation is
+    being committed, ``shipping`` names it and ``shipping_fingerprint`` is
+    how the file looked when it was copied: a replicator that dies between
+    the commit and the next record leaves that said. ``bucket`` names the
+    bucket and key.
     """
 
     bucket: str
     generation: str | None
     fingerprint: Fingerprint
     recorded_at: float
+    shipping: str | None = None
+    shipping_fingerprint: Fingerprint | None = None
+
+    def fingerprint_of(self, generation: str | None) -> Fingerprint | None:
+        """How the file looked when it equalled ``generation``, if it ever did by this record; else None."""
+        if generation == self.generation:
+            return self.fingerprint
+        if self.shipping is not None and generation == self.shipping:
+            return self.shipping_fingerprint
+        return None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,15 +163,20 @@ class HostState:
             "generation": self.generation,
             "fingerprint": self.fingerprint.to_list(),
             "recorded_at": self.recorded_at,
+            "shipping": self.shipping,
+            "shipping_fingerprint": None if self.shipping_fingerprint is None else self.shipping_fingerprint.to_list(),
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> HostState:
+        shipping_fingerprint = raw.get("shipping_fingerprint")
         return cls(
             bucket=str(raw["bucket"]),
             generation=None if raw.get("generation") is None else str(raw["generation"]),
             fingerprint=Fingerprint.from_list(raw["fingerprint"]),
             recorded_at=float(raw.get("recorded_at", 0)),
+            shipping=None if raw.get("shipping") is None else str(raw["shipping"]),
+            shipping_fingerprint=None if shipping_fingerprint is None else Fingerprint.from_list(shipping_fingerprint),
         )
 
 
@@ -174,14 +208,17 @@ class Host:
         self.announce(ready=False)
         return True
 
-    def announce(self, *, ready: bool) -> None:
-        """Write ``replicator.json``: this process is the replicator, and whether the database is ready."""
+    def announce(self, *, ready: bool, **health: Any) -> None:
+        """Write ``replicator.json``: this process is the replicator, whether the database is ready, and
+        ``health`` (the other fields of `ReplicatorInfo`)."""
+        previous = self.replicator()
         info = ReplicatorInfo(
             host=socket.gethostname(),
             pid=os.getpid(),
-            started_at=time.time(),
+            started_at=previous.started_at if previous is not None and previous.pid == os.getpid() else time.time(),
             ready=ready,
             start_ticks=process_start_ticks(os.getpid()),
+            **health,
         )
         _write_json(self.directory / REPLICATOR_FILE, asdict(info))
 
@@ -197,12 +234,46 @@ class Host:
                 started_at=float(raw["started_at"]),
                 ready=bool(raw["ready"]),
                 start_ticks=int(raw.get("start_ticks", 0)),
+                fenced=raw.get("fenced"),
+                last_error=raw.get("last_error"),
+                last_upload_at=raw.get("last_upload_at"),
+                current_snapshot=raw.get("current_snapshot"),
             )
         except (KeyError, TypeError, ValueError):
             return None
 
     def give_up_replicator(self) -> None:
         self._replicator.release()
+
+    def record_conflict(self, message: str) -> None:
+        """Note that another host kept the bucket's lease past this process's wait (its `WriterConflict`)."""
+        with contextlib.suppress(OSError):
+            _write_json(self.directory / CONFLICT_FILE, {"message": message, "at": time.time()})
+
+    def recent_conflict(self, within: float) -> str | None:
+        """The message of a lease conflict noted less than ``within`` seconds ago, else None."""
+        raw = _read_json(self.directory / CONFLICT_FILE)
+        if raw is None or time.time() - float(raw.get("at", 0)) > within:
+            return None
+        return str(raw.get("message", ""))
+
+    def forget_conflict(self) -> None:
+        (self.directory / CONFLICT_FILE).unlink(missing_ok=True)
+
+    def request_flush(self) -> float:
+        """Ask the replicator to ship now; returns the time of the request, on the clock `HostState.recorded_at`
+        is on (a file's time may lag it by a clock tick, so it only tells the replicator that a request came)."""
+        asked = time.time()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / FLUSH_REQUEST_FILE).touch()
+        return asked
+
+    def flush_requested_at(self) -> float:
+        """When a process last asked for a flush (0 if none ever did)."""
+        try:
+            return (self.directory / FLUSH_REQUEST_FILE).stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
 
     # -- membership ----------------------------------------------------------------------------
 

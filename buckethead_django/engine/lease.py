@@ -31,12 +31,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from .config import DEFAULT_LEASE_SECONDS, DEFAULT_LEASE_WAIT
 from .errors import NotStarted, ObjectNotFound, ObjectStoreError, PreconditionFailed, WriterConflict
 from .objectstore import ObjectStore
 from .objectstore.conditional import put_conditionally
+from .processes import process_running, process_start_ticks
 from .retry import backoff
 
 logger = logging.getLogger("buckethead_django.engine")
@@ -56,6 +56,10 @@ class WriterLease:
     expires_at: float
     #: Tells apart two engines of one process, and a restarted process that reused a pid.
     token: str = ""
+    #: The host database this writer replicates (see `host.Host.token`): its other processes may take over.
+    host_token: str = ""
+    #: When the holder process started (clock ticks since boot), so a later process with its pid is not it.
+    start_ticks: int = 0
 
     @property
     def live(self) -> bool:
@@ -76,11 +80,13 @@ class WriterLease:
             renewed_at=float(raw["renewed_at"]),
             expires_at=float(raw["expires_at"]),
             token=str(raw.get("token", "")),
+            host_token=str(raw.get("host_token", "")),
+            start_ticks=int(raw.get("start_ticks", 0)),
         )
 
     @classmethod
     def for_this_process(
-        cls, lease_seconds: float, started_at: float | None = None, token: str | None = None
+        cls, lease_seconds: float, *, host_token: str = "", started_at: float | None = None, token: str | None = None
     ) -> WriterLease:
         now = time.time()
         host = socket.gethostname()
@@ -93,10 +99,14 @@ class WriterLease:
             renewed_at=now,
             expires_at=now + lease_seconds,
             token=token or uuid.uuid4().hex[:12],
+            host_token=host_token,
+            start_ticks=process_start_ticks(pid),
         )
 
     def renewed(self, lease_seconds: float) -> WriterLease:
-        return WriterLease.for_this_process(lease_seconds, self.started_at, self.token)
+        return WriterLease.for_this_process(
+            lease_seconds, host_token=self.host_token, started_at=self.started_at, token=self.token
+        )
 
     @property
     def writer_id(self) -> str:
@@ -107,36 +117,25 @@ class WriterLease:
         return other is not None and (other.holder, other.token) == (self.holder, self.token)
 
 
-def held_by_another(lease: WriterLease | None) -> bool:
-    """True if ``lease`` is live and belongs to another process that is still running.
+def held_by_another(lease: WriterLease | None, host_token: str = "") -> bool:
+    """True if ``lease`` is live and belongs to a running process that is not of this host's database.
 
-    A lease of this host whose process no longer runs was left behind by a
-    crash (SIGKILL, power loss): it holds nothing, whatever its expiry says.
-    A killed process that its parent has not reaped yet (a zombie) no longer
-    runs either.
+    The lease of this host's own replicator (``host_token``) is this host's
+    to take over: the host's processes hand the role to each other. A lease
+    of this machine whose process no longer runs was left behind by a crash
+    (SIGKILL, power loss): it holds nothing, whatever its expiry says; nor
+    does a killed process its parent has not reaped yet (a zombie), nor a
+    later process that was given the same pid.
     """
     if lease is None or not lease.live:
+        return False
+    if host_token and lease.host_token == host_token:
         return False
     if lease.host != socket.gethostname():
         return True
     if lease.pid == os.getpid():
         return False
-    return _running(lease.pid)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text("ascii", errors="replace")
-    except OSError:
-        return True  # no procfs: a process that exists is taken to run
-    # The state follows the command name, which is in parentheses and may itself contain ") ".
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+    return process_running(lease.pid, lease.start_ticks)
 
 
 def lease_key(snapshot_key: str) -> str:
@@ -173,6 +172,7 @@ def acquire(
     lease_seconds: float,
     *,
     wait_seconds: float = 0.0,
+    host_token: str = "",
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[WriterLease, str]:
     """Take the bucket's lease, waiting up to ``wait_seconds`` while another live process holds it.
@@ -183,15 +183,23 @@ def acquire(
     """
     deadline = time.monotonic() + wait_seconds
     while True:
-        etag = wait_until_free(store, snapshot_key, max(0.0, deadline - time.monotonic()), sleep=sleep)
+        etag = wait_until_free(
+            store, snapshot_key, max(0.0, deadline - time.monotonic()), host_token=host_token, sleep=sleep
+        )
         try:
-            return _write(store, snapshot_key, WriterLease.for_this_process(lease_seconds), etag)
+            mine = WriterLease.for_this_process(lease_seconds, host_token=host_token)
+            return _write(store, snapshot_key, mine, etag)
         except PreconditionFailed:
             continue  # someone else took it between our look and our write: look again
 
 
 def wait_until_free(
-    store: ObjectStore, snapshot_key: str, wait_seconds: float, *, sleep: Callable[[float], None] = time.sleep
+    store: ObjectStore,
+    snapshot_key: str,
+    wait_seconds: float,
+    *,
+    host_token: str = "",
+    sleep: Callable[[float], None] = time.sleep,
 ) -> str | None:
     """Wait up to ``wait_seconds`` until no other live process holds the lease; change nothing.
 
@@ -202,7 +210,7 @@ def wait_until_free(
     deadline = time.monotonic() + wait_seconds
     while True:
         current, etag = read_versioned(store, snapshot_key)
-        if not held_by_another(current):
+        if not held_by_another(current, host_token):
             return etag
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -239,9 +247,12 @@ class LeaseKeeper:
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         wait_seconds: float = DEFAULT_LEASE_WAIT,
+        host_token: str = "",
     ) -> None:
         self.store = store
         self.snapshot_key = snapshot_key
+        #: The host database this process belongs to: a lease of another process of it is not in the way.
+        self.host_token = host_token
         self.lease_seconds = lease_seconds
         #: How long `take` (and `wait_until_free`) wait for another live process to let go.
         self.wait_seconds = wait_seconds
@@ -251,12 +262,14 @@ class LeaseKeeper:
         self._retry_at = 0.0
         self._failures = 0
 
-    def wait_until_free(self) -> None:
-        """Wait up to ``wait_seconds`` until no other live process holds the lease, changing nothing.
+    def wait_until_free(self, *, wait: bool = True) -> None:
+        """Wait up to ``wait_seconds`` (not at all with ``wait=False``) until no other live process holds the
+        lease, changing nothing.
 
         `WriterConflict` when the wait runs out.
         """
-        wait_until_free(self.store, self.snapshot_key, self.wait_seconds)
+        seconds = self.wait_seconds if wait else 0.0
+        wait_until_free(self.store, self.snapshot_key, seconds, host_token=self.host_token)
 
     def take(self, *, wait: bool = True) -> WriterLease:
         """Take the lease, waiting up to ``wait_seconds`` for its holder (not at all with ``wait=False``).
@@ -264,7 +277,11 @@ class LeaseKeeper:
         `WriterConflict`, naming the holder, when another live process keeps it.
         """
         self.lease, self._etag = acquire(
-            self.store, self.snapshot_key, self.lease_seconds, wait_seconds=self.wait_seconds if wait else 0.0
+            self.store,
+            self.snapshot_key,
+            self.lease_seconds,
+            wait_seconds=self.wait_seconds if wait else 0.0,
+            host_token=self.host_token,
         )
         return self.lease
 
@@ -330,7 +347,7 @@ def _conflict(store: ObjectStore, holder: WriterLease, waited: float) -> WriterC
         f"{store.describe()} is held by another writer, {holder.holder} (running since "
         f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(holder.started_at))}, lease valid for "
         f"{max(0, round(holder.expires_at - time.time()))} more seconds); this process gave up {waited_text}. "
-        "Only one process may write a bucket: serve with one process and many threads (for example "
-        "`gunicorn --workers 1 --threads 8`), stop the other writer first (a rolling deploy waits for it with "
-        "LEASE_WAIT), or make this process a reader (BUCKETHEAD['AUTOSTART'] = False)."
+        "One host writes a bucket (all of its processes share its database): stop the other host's processes "
+        "first (a rolling deploy waits for them with LEASE_WAIT), give this host the same LOCAL_DIR if it is "
+        "the same machine, or let this host serve a read-only copy (LEASE_CONFLICT = 'read-only')."
     )

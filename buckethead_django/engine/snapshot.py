@@ -43,7 +43,7 @@ def capture(conn: sqlite3.Connection) -> Capture:
     """
     conn.execute("BEGIN")
     try:
-        conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         version = int(conn.execute("PRAGMA data_version").fetchone()[0])
         data = conn.serialize()
     finally:

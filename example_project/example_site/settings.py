@@ -1,8 +1,8 @@
 """Settings for the example project.
 
-Zero configuration: BucketHead keeps its state in ``example_project/.buckethead/``
-(the local backend). To use Cloudflare R2 instead, set environment variables
-only — see the README.
+Zero configuration: the bucket is the directory ``example_project/.buckethead/``
+(the local backend) and the database a file under ``/dev/shm``. To use
+Cloudflare R2 instead, set environment variables only — see the README.
 """
 
 import os
@@ -50,10 +50,8 @@ TEMPLATES = [
 WSGI_APPLICATION = "example_site.wsgi.application"
 ASGI_APPLICATION = "example_site.asgi.application"
 
-# The admin's users and the Document model live in an ordinary SQLite file beside BucketHead's state.
-DB_PATH = Path(os.environ.get("DJANGO_DB_PATH", BASE_DIR / ".buckethead" / "db.sqlite3"))
-DB_PATH.parent.mkdir(parents=True, exist_ok=True)
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DB_PATH}}
+# Django's own tables and the demo's models live in the host's BucketHead database, durable in the bucket.
+DATABASES = {"default": {"ENGINE": "buckethead_django.db"}}
 USE_TZ = True
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -1,10 +1,11 @@
-"""``manage.py buckethead <subcommand>``: see, snapshot, restore and inspect BucketHead's state.
+"""``manage.py buckethead <subcommand>``: see, snapshot, restore, import and inspect BucketHead's state.
 
 stdout carries the answer — text for a person, or JSON with ``--json`` — and
 stderr carries notes (how old the data shown is), prompts and progress bars,
 so the answer can be piped. Every failure is one line and a non-zero exit
-status, and leaves the bucket as it was. Changes follow the writer rules of
-`buckethead_django.management.bucket`.
+status, and leaves the bucket as it was. The command is a process of the
+site like any other: on the writer host it reads and writes the host's
+database, and changes follow the rule of `buckethead_django.management.bucket`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from django.conf import settings as django_settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser, DjangoHelpFormatter
 from django.core.serializers.json import DjangoJSONEncoder
 
@@ -41,12 +44,14 @@ from ...engine import (
     WriterLease,
 )
 from ...engine.config import DEFAULT_GC_GRACE_SECONDS
+from ...engine.database import LocalDir
 from ...engine.history import LATEST, timestamped_label, validate_label
+from ...engine.host import ReplicatorInfo
 from ...engine.record import LABELLED, LEGACY
 from ...engine.snapshot import validate
 from ...health import DEGRADED, EngineHealth, engine_health
-from .. import display
-from ..bucket import WRITER_RUNNING, Bucket, as_of, holder, refuse
+from .. import display, importing
+from ..bucket import WRITER_RUNNING, Bucket, as_of, database_path, holder, refuse
 from ..progress import ProgressBar
 
 Options = dict[str, Any]
@@ -54,12 +59,18 @@ Handler = Callable[[Options], None]
 
 #: Exit status of a command line that argparse cannot make sense of.
 USAGE_ERROR = 2
+#: The Django database backend on the host's database.
+DATABASE_BACKEND = "buckethead_django.db"
 _BH_KEY = re.compile(r"^[0-9a-f]{64}$")
 _RESTORE_INSTEAD = (
-    "Stop the server and run this command again, or restore from the Django admin (BucketHead > Snapshots > "
-    "Restore), which runs inside the writer."
+    "Run this command on that host (its processes share the database its replicator ships), or restore from "
+    "the Django admin that host serves (BucketHead > Snapshots > Restore), or stop the server there and run this "
+    "command again."
 )
-_CHANGE_INSTEAD = "Make the change through the running site, or stop the server and run this command again."
+_CHANGE_INSTEAD = (
+    "Run this command on that host, or make the change through the site it serves, or stop the server there and "
+    "run this command again."
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +93,8 @@ class TerseParser(CommandParser):
 
 class Command(BaseCommand):
     help = (
-        "Operate BucketHead: status, snapshot, history, restore, and inspect KV entries and files. "
-        "Run `manage.py buckethead <subcommand> --help` for each."
+        "Operate BucketHead: status, snapshot, history, restore, import an existing SQLite database, and inspect KV "
+        "entries and files. Run `manage.py buckethead <subcommand> --help` for each."
     )
     # It must run on a project whose checks fail, to show what is wrong; BucketHead's settings are checked here.
     requires_system_checks: list[str] = []  # noqa: RUF012 - Django's own attribute, declared as in Django
@@ -102,19 +113,22 @@ class Command(BaseCommand):
             commands,
             parser,
             "status",
-            "Where the state lives, the current snapshot and retention, the live writer, and this process's role "
-            "and health.",
+            "Where the state lives, the current snapshot and retention, the live writer, the host's replicator and "
+            "database, copies set aside, and this process's role and health.",
             self.status,
         )
         snapshot = _add(
             commands,
             parser,
             "snapshot",
-            "Take a point-in-time snapshot now. In the writer it flushes; while a server is the writer it keeps a "
-            "labelled copy of the latest durable snapshot instead. Labelled snapshots are never removed.",
+            "Take a point-in-time snapshot now. On the writer host it flushes the host's database; while a writer on "
+            "another host holds the bucket it keeps a labelled copy of the latest durable snapshot instead. "
+            "Labelled snapshots are never removed.",
             self.snapshot,
         )
-        snapshot.add_argument("--label", metavar="NAME", help="Keep the snapshot under this name.")
+        snapshot.add_argument(
+            "--label", metavar="NAME", help="Keep the snapshot under this name (default: manual-<UTC time>)."
+        )
         _add(
             commands,
             parser,
@@ -126,8 +140,9 @@ class Command(BaseCommand):
             commands,
             parser,
             "restore",
-            "Make a snapshot (or a local SQLite file) the live state, or download one with --to-file. The state it "
-            "replaces is kept as a labelled snapshot. Refused while a server is the writer.",
+            "Make a snapshot (or a local SQLite file) the live state of the host's database, or download one with "
+            "--to-file. The state it replaces is kept as a labelled snapshot. Refused while a writer on another host "
+            "holds the bucket.",
             self.restore,
         )
         restore.add_argument(
@@ -140,7 +155,29 @@ class Command(BaseCommand):
             metavar="PATH",
             help="Only download SNAPSHOT (default: latest) to a new SQLite file, for offline inspection.",
         )
-        restore.add_argument("--yes", action="store_true", help="Do not ask for confirmation.")
+        _add_yes(restore)
+        imports = _add(
+            commands,
+            parser,
+            "import-database",
+            "Copy every table of an existing SQLite database (the db.sqlite3 of a site that used Django's sqlite3 "
+            "backend: schema, rows, indexes, triggers, views) into the host's database, and flush it to the bucket.",
+            self.import_database,
+        )
+        imports.add_argument("path", type=Path, metavar="PATH", help="The SQLite database file to import.")
+        imports.add_argument(
+            "--replace",
+            action="store_true",
+            help="Overwrite tables (and indexes, triggers, views) of the same name that already hold rows in the "
+            "host's database. Without it the import is refused, naming them.",
+        )
+        imports.add_argument(
+            "--include-buckethead-tables",
+            action="store_true",
+            help="Also import BucketHead's own tables (bh_kv, filestore, bh_file_names) found in PATH; they are "
+            "left out by default. To make a whole BucketHead database the live state, use `restore --file`.",
+        )
+        _add_yes(imports)
 
         kv = _add(commands, parser, "kv", "Inspect and change KV entries.")
         kv_commands = _subcommands(kv, "kv_command")
@@ -182,6 +219,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        self._opened: list[Bucket] = []
         try:
             options["handler"](options)
         except CurrentSnapshotCorrupt as exc:  # no engine can load the current snapshot; the message says what to do
@@ -197,20 +235,37 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         except OSError as exc:  # a local file or directory that cannot be read or written
             raise CommandError(str(exc)) from exc
+        finally:
+            for bucket in self._opened:
+                bucket.close()
+
+    def _bucket(self) -> Bucket:
+        """The bucket, and the host this process is on; what it opened is closed when the subcommand ends."""
+        bucket = Bucket.open()
+        self._opened.append(bucket)
+        return bucket
 
     # -- status and history ----------------------------------------------------------------
 
     def status(self, options: Options) -> None:
-        """Configuration without secrets, the current snapshot and retention, the writer lease, this process."""
-        bucket = Bucket.open()
+        """The configuration without secrets, the bucket's snapshots and writer, the host, and this process."""
+        bucket = self._bucket()
         config = bucket.config
-        latest, unreadable = _latest(bucket)
+        latest, unreadable = _latest(bucket)  # first: an unreachable bucket fails here, at once
         kept = sum(1 for g in bucket.history.generations() if g.has_record)
         retention = bucket.snapshot_config()
-        lease = bucket.lease()
+        found = bucket.lease()
+        engine, detached = self._status_engine(bucket)
+        lease = bucket.lease() if engine is not None else found
+        expired = found if found is not None and not found.live and found != lease else None
+        host = bucket.host_engine()
+        info = host.replicator_info()
+        local = host.local
+        set_aside = host.set_aside
         decision = runtime.decision()
-        stats = bucket.own.stats() if bucket.own is not None else None
-        health = engine_health(bucket.own) if bucket.own is not None else None
+        attached = engine is not None and not engine.read_only
+        stats = engine.stats() if engine is not None else None
+        health = engine_health(engine) if attached else None
         data = {
             "backend": "local" if config.is_local else "s3",
             "location": bucket.describe(),
@@ -228,13 +283,24 @@ class Command(BaseCommand):
                 "keep_snapshots_max_age": retention.keep_max_age_seconds,
                 "keep_previous": retention.keep_previous,
             },
-            "writer": None if lease is None else _lease_data(lease, this_process=bucket.is_own(lease)),
+            "writer": None if lease is None else _lease_data(lease, bucket),
+            "expired_lease": None if expired is None else _lease_data(expired, bucket),
+            "replicator": None if info is None else _replicator_data(info, this_process=_is_replicator(engine)),
+            "host_database": {
+                "path": str(database_path(local)),
+                "directory": str(local.path),
+                "filesystem": local.filesystem,
+                "ram_backed": local.ram_backed,
+                "reason": local.reason,
+            },
+            "set_aside": [{"path": path, "why": why} for path, why in set_aside],
             "health": None if health is None else health.as_json(),
             "process": {
                 "pid": os.getpid(),
-                "role": str(runtime.role()),
+                "role": None if engine is None else engine.role,
                 "reason": decision.reason if decision else None,
-                "writes": bucket.own is not None,
+                "not_attached": detached,
+                "writes": attached,
             },
             "database": stats,
         }
@@ -245,21 +311,49 @@ class Command(BaseCommand):
             ("Files prefix", config.files_prefix),
             *_latest_lines(latest, unreadable),
             ("Generations", _retention_line(kept, retention)),
-            ("Writer", _writer_line(bucket, lease)),
+            ("Writer", _writer_line(bucket, lease, expired)),
+            ("Replicator", _replicator_line(info, this_process=_is_replicator(engine))),
         ]
         if health is not None:
             lines.append(("Health", _health_line(health)))
-        role = str(runtime.role()) + (f" ({decision.reason})" if decision else "")
-        lines.append(("This process", f"pid {os.getpid()}, {role}"))
+        lines.append(("This process", _process_line(engine, detached, decision.reason if decision else None)))
+        lines += [
+            ("Host database", str(database_path(local))),
+            ("", _local_line(local)),
+        ]
         if stats is not None:
+            copy = " (a read-only copy of the latest snapshot)" if engine is not None and engine.read_only else ""
             lines.append(
                 (
                     "Database",
                     f"{display.size(stats['database_bytes'])}, {stats['kv_entries']} KV entries, "
-                    f"{stats['files']} files",
+                    f"{stats['files']} files{copy}",
                 )
             )
-        self._emit(options, data, (f"{label:<17}{value}".rstrip() for label, value in lines))
+        text = [f"{label:<17}{value}".rstrip() for label, value in lines]
+        if set_aside:
+            text += [self.style.ERROR(line) for line in _set_aside_lines(set_aside)]
+        self._emit(options, data, text)
+
+    def _status_engine(self, bucket: Bucket) -> tuple[BucketSQLite | None, str | None]:
+        """This process's engine, attached to the host's database as any process is; or None and why not.
+
+        While a writer on another host holds the bucket, this host is not the
+        writer host and nothing is attached; a bucket no engine can start on
+        (its current snapshot fails verification) is reported, not raised.
+        """
+        lease = bucket.other_host_writer()
+        if lease is not None:
+            return None, (
+                f"a live writer on another host holds the bucket ({lease.holder}): changes from this host are "
+                "refused, and reads show a copy of the latest snapshot"
+            )
+        try:
+            return bucket.attach(), None
+        except CommandError:
+            raise
+        except BucketHeadError as exc:
+            return None, str(exc)
 
     def history(self, options: Options) -> None:
         """Every restorable snapshot: generations newest first (the current one marked), labels, a 0.4.x one."""
@@ -290,24 +384,36 @@ class Command(BaseCommand):
     # -- snapshot --------------------------------------------------------------------------
 
     def snapshot(self, options: Options) -> None:
-        """Flush in the writer; elsewhere keep a labelled copy of the latest durable snapshot."""
+        """Flush the host's database on the writer host; else keep a labelled copy of the latest durable snapshot."""
         label: str | None = options["label"]
         if label is not None:
             try:
                 validate_label(label)
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
-        bucket = Bucket.open()
+        bucket = self._bucket()
         if label is not None:
             self._refuse_existing_label(bucket, label)
-        if bucket.own is not None:
-            size = bucket.own.stats()["database_bytes"]
+        lease = bucket.other_host_writer()
+        if lease is None:
+            engine = bucket.attach()
+            if engine.read_only:
+                raise CommandError(f"{engine.read_only_reason} Nothing was changed.")
+            if _latest(bucket) == (None, None) and not engine.dirty:
+                raise CommandError(
+                    f"there is no snapshot in {bucket.describe()} yet, and nothing has been written to the host's "
+                    "database: there is nothing to snapshot"
+                )
+            size = engine.stats()["database_bytes"]
             with ProgressBar(self.stderr, "Uploading the snapshot", size) as bar:
-                entry = bucket.own.snapshot(label, progress=bar)
-            lines = [f"Flushed the live state to {bucket.describe()}: {_entry_line(entry)}."]
-            data = {"snapshot": entry, "flushed": True, "source": None, "writer": None}
+                entry = engine.snapshot(label or _default_label(), progress=bar)
+            source = bucket.history.find(LATEST)
+            lines = [
+                f"Flushed the host's database to {bucket.describe()} as generation {source.name}, and kept it as "
+                f"{_entry_line(entry)}."
+            ]
+            data = {"snapshot": entry, "flushed": True, "source": source, "writer": None}
         else:
-            lease = bucket.live_writer()
             try:
                 source = bucket.history.find(LATEST)
             except KeyError:
@@ -316,24 +422,18 @@ class Command(BaseCommand):
                     "the writer's first flush makes one"
                 ) from None
             entry = _copy_to_label(bucket, source, label or _default_label())
-            if lease is not None:
-                why = (
-                    f"A live writer holds the bucket ({lease.holder}), and this process must not overwrite its "
-                    f"data: the copy is of the latest durable snapshot, {source.name}, written "
-                    f"{display.relative(source.last_modified)}. Changes the writer has not flushed since then are "
-                    "not in it."
-                )
-            else:
-                why = (
-                    f"No writer is running, so the latest durable snapshot, {source.name}, written "
-                    f"{display.relative(source.last_modified)}, is the current state."
-                )
+            why = (
+                f"A live writer on another host holds the bucket ({lease.holder}), and this process must not "
+                f"overwrite its data: the copy is of the latest durable snapshot, {source.name}, written "
+                f"{display.relative(source.last_modified)}. Changes the writer has not flushed since then are "
+                "not in it."
+            )
             lines = [why, f"Kept it as {_entry_line(entry)}."]
             data = {
                 "snapshot": entry,
                 "flushed": False,
                 "source": source,
-                "writer": None if lease is None else _lease_data(lease, this_process=False),
+                "writer": _lease_data(lease, bucket),
             }
         self._emit(options, _json_entries(data), lines)
 
@@ -351,7 +451,7 @@ class Command(BaseCommand):
     # -- restore -------------------------------------------------------------------------
 
     def restore(self, options: Options) -> None:
-        """Replace the live state with a snapshot or a local file; or, with --to-file, only download one."""
+        """Replace the host's database with a snapshot or a local file; or, with --to-file, only download one."""
         name: str | None = options["snapshot"]
         file: Path | None = options["file"]
         if options["to_file"] is not None:
@@ -361,7 +461,7 @@ class Command(BaseCommand):
             return
         if (name is None) == (file is None):
             raise CommandError("give either the name of a snapshot (see `manage.py buckethead history`) or --file PATH")
-        bucket = Bucket.open()
+        bucket = self._bucket()
         source: str | Path
         if file is not None:
             described = _check_sqlite_file(file)
@@ -371,12 +471,13 @@ class Command(BaseCommand):
             described = _describe(name or "", entry)
             source, total = entry.name, entry.size  # the name resolved now: `previous` must not move meanwhile
         refusal = refuse(f"restore {described}", _RESTORE_INSTEAD)
-        bucket.refuse_if_writer_running(refusal)  # before asking: the answer would not matter
+        bucket.refuse_if_other_host(refusal)  # before asking: the answer would not matter
         if not options["yes"]:
             self._confirm(
                 options,
                 f"Restore {described} as the live state of {bucket.describe()}?\n"
-                "The state it replaces is kept first as a labelled snapshot, so this can be undone.",
+                "Every process of this host sees it from its next transaction. The state it replaces is kept "
+                "first as a labelled snapshot, so this can be undone.",
             )
         damaged: Damage | None = None
         kept: SnapshotEntry | None = None
@@ -403,10 +504,15 @@ class Command(BaseCommand):
                 f"The current snapshot{_named(gone.name)} could not be loaded ({gone.reason}), so it could not be "
                 "kept first; it stays in the bucket until retention prunes it."
             )
+        then = (
+            "the next process of the site to start on this host restores it"
+            if damaged is not None
+            else "every process of this host reads it from its next transaction"
+        )
         lines = [
             self.style.SUCCESS(f"Restored {described} as the live state of {bucket.describe()}."),
             after,
-            f"The current generation is now {current.name}: the next writer starts from it.",
+            f"The current generation is now {current.name}: {then}.",
         ]
         data = {
             "restored": str(source),
@@ -445,12 +551,13 @@ class Command(BaseCommand):
         """Download a snapshot to a new local file; it is verified there and removed if it does not verify."""
         if dest.exists():
             raise CommandError(f"{dest} already exists; choose another path or remove it first. Nothing was written.")
-        bucket = Bucket.open()
+        bucket = self._bucket()
         entry = self._find_snapshot(bucket, name)
-        if entry.current and (lease := bucket.live_writer()) is not None:
+        if entry.current and (lease := _live_lease(bucket)) is not None:
             self._note(
                 options,
-                f"A live writer holds the bucket ({lease.holder}): its changes since then are not in this file.",
+                f"A live writer holds the bucket ({lease.holder}): changes it has not flushed yet are not in this "
+                "file.",
             )
         _, keys = bucket.signing_keys()
         with ProgressBar(self.stderr, f"Downloading {name}", entry.size) as bar:
@@ -488,6 +595,103 @@ class Command(BaseCommand):
             )
         if answer.strip().lower() not in ("yes", "y"):
             raise CommandError("cancelled: nothing was changed.")
+
+    # -- import-database -----------------------------------------------------------------------
+
+    def import_database(self, options: Options) -> None:
+        """Copy every table of an existing SQLite database into the host's database, then flush it."""
+        path: Path = options["path"]
+        replace: bool = options["replace"]
+        include: bool = options["include_buckethead_tables"]
+        described = _check_sqlite_file(path)
+        bucket = self._bucket()
+        refusal = refuse(f"import {described}", _CHANGE_INSTEAD)
+        bucket.refuse_if_other_host(refusal)  # before anything is attached or asked
+        with bucket.writer(refusal) as engine:
+            if path.resolve() == engine.database.path.resolve():
+                raise CommandError(f"{path} is the host's database itself: there is nothing to import")
+            done = self._import(options, engine, path, described, replace=replace, include=include)
+        # The writer's block flushed on leaving it: the imported tables are in the bucket's current generation.
+        current = bucket.history.find(LATEST)
+        self._emit(options, _import_data(path, done, current), self._import_lines(path, bucket, done, current))
+
+    def _import(
+        self, options: Options, engine: BucketSQLite, path: Path, described: str, *, replace: bool, include: bool
+    ) -> importing.Plan:
+        """Plan, ask, and import in one transaction; on any refusal or error nothing was changed."""
+        conn = engine.connect(autocommit=True)
+        try:
+            importing.attach(conn, path)
+            try:
+                planned = importing.plan(conn, include_buckethead=include)
+                if not planned.tables:
+                    left_out = (
+                        f" (BucketHead's own tables are left out unless --include-buckethead-tables: "
+                        f"{', '.join(planned.left_out)})"
+                        if planned.left_out
+                        else ""
+                    )
+                    raise CommandError(f"{path} holds no tables to import{left_out}. Nothing was changed.")
+                if planned.conflicts and not replace:
+                    raise CommandError(_import_refusal(path, planned.conflicts))
+                if not options["yes"]:
+                    question = (
+                        f"Import {_count(len(planned.tables), 'table')} ({_count(planned.rows, 'row')}) of "
+                        f"{described} into the host's database ({engine.database.path}), and flush it to "
+                        f"{engine.store.describe()}?"
+                    )
+                    if planned.conflicts:
+                        overwritten = ", ".join(c.describe() for c in planned.conflicts)
+                        question += f"\nThese are overwritten with the file's: {overwritten}."
+                    self._confirm(options, question)
+                try:
+                    done = importing.run(conn, replace=replace, include_buckethead=include)
+                except importing.ImportRefused as exc:  # another process wrote those tables meanwhile
+                    raise CommandError(_import_refusal(path, exc.conflicts)) from None
+                done.foreign_key_problems = importing.foreign_key_problems(conn, [t.name for t in done.tables])
+            finally:
+                importing.detach(conn)
+        except sqlite3.Error as exc:
+            raise CommandError(f"could not import {path}: {exc}. Nothing was changed.") from None
+        finally:
+            conn.close()
+        return done
+
+    def _import_lines(self, path: Path, bucket: Bucket, done: importing.Plan, current: SnapshotEntry) -> list[str]:
+        lines = [
+            self.style.SUCCESS(
+                f"Imported {_count(len(done.tables), 'table')} ({_count(done.rows, 'row')}), "
+                f"{_count(done.count('index'), 'index', 'indexes')}, {_count(done.count('trigger'), 'trigger')} "
+                f"and {_count(done.count('view'), 'view')} of {path} into the host's database, and flushed it to "
+                f"{bucket.describe()}: {_entry_line(current)}."
+            )
+        ]
+        if done.conflicts:
+            lines.append(
+                "Overwritten with the file's: " + ", ".join(c.describe() for c in done.conflicts) + " (as they were)."
+            )
+        if done.left_out:
+            lines.append(
+                self.style.WARNING(
+                    f"Left out BucketHead's own tables of {path}: {', '.join(done.left_out)}. Pass "
+                    "--include-buckethead-tables to import them too, or restore the whole file with "
+                    "`manage.py buckethead restore --file`."
+                )
+            )
+        if done.foreign_key_problems:
+            lines.append(
+                self.style.WARNING(
+                    "Some imported rows refer to rows that do not exist (PRAGMA foreign_key_check): "
+                    + ", ".join(done.foreign_key_problems)
+                    + "."
+                )
+            )
+        if not any(db.get("ENGINE") == DATABASE_BACKEND for db in django_settings.DATABASES.values()):
+            lines.append(
+                f'Next: set DATABASES = {{"default": {{"ENGINE": "{DATABASE_BACKEND}"}}}} so that Django uses '
+                "the host's database."
+            )
+        return lines
 
     # -- kv ----------------------------------------------------------------------------------
 
@@ -551,7 +755,7 @@ class Command(BaseCommand):
 
     def kv_set(self, options: Options) -> None:
         key, value, ttl = options["key"], options["value"], options["ttl"]
-        bucket = Bucket.open()
+        bucket = self._bucket()
         with bucket.writer(refuse(f"set KV key {key!r}", _CHANGE_INSTEAD)) as engine:
             engine.kv.set(key, value, ttl=ttl)
             expires_at = _expires_at(engine, key)
@@ -563,7 +767,7 @@ class Command(BaseCommand):
 
     def kv_delete(self, options: Options) -> None:
         key = options["key"]
-        bucket = Bucket.open()
+        bucket = self._bucket()
         with bucket.writer(refuse(f"delete KV key {key!r}", _CHANGE_INSTEAD)) as engine:
             if not engine.kv.delete(key):
                 raise CommandError(f"there is no KV key {key!r} in {bucket.describe()}; nothing was changed")
@@ -630,11 +834,11 @@ class Command(BaseCommand):
         else:
             refusal = refuse(
                 "delete unreferenced blobs",
-                "Run `manage.py buckethead files gc --dry-run` to see what would go, or stop the server and run "
-                "this command again.",
-                why="It may refer to blobs its last snapshot does not record yet; deleting them would lose files.",
+                "Run `manage.py buckethead files gc --dry-run` to see what would go, or run this command on that host.",
+                why="Its database may refer to blobs its last snapshot does not record yet; deleting them would lose "
+                "files.",
             )
-            with Bucket.open().writer(refusal) as engine:
+            with self._bucket().writer(refusal) as engine:
                 report = engine.files.gc(grace)
         verb = "Would delete" if dry_run else "Deleted"
         lines = [f"{verb} {len(report.deleted)} unreferenced blobs.", *(f"  {key}" for key in report.deleted)]
@@ -652,15 +856,15 @@ class Command(BaseCommand):
 
     def _reader(self, options: Options) -> BucketSQLite:
         """The engine to read from, with a note saying how old its data is when it is not the live state."""
-        engine = Bucket.open().reader()
+        engine = self._bucket().reader()
         if engine.read_only:
             if engine.restored_from is None:
                 self._note(options, "The bucket holds no snapshot yet: there is nothing to show.")
             else:
                 self._note(
                     options,
-                    f"As of the latest snapshot, written {display.when(engine.restored_from.last_modified)}; "
-                    "changes a running server has not flushed yet are not shown.",
+                    f"As of the latest snapshot, written {display.when(engine.restored_from.last_modified)}: a "
+                    "writer on another host holds the bucket, and changes it has not flushed yet are not shown.",
                 )
         return engine
 
@@ -704,6 +908,12 @@ def _add(
         parser.set_defaults(handler=handler)
         parser.add_argument("--json", action="store_true", help="Print the result as JSON, for scripts.")
     return parser
+
+
+def _add_yes(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--yes", "--noinput", "--no-input", dest="yes", action="store_true", help="Do not ask for confirmation."
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -859,18 +1069,31 @@ def _entry_line(entry: SnapshotEntry) -> str:
     return f"snapshot {entry.name!r}, {display.size(entry.size)}, written {display.when(entry.last_modified)}"
 
 
-def _writer_line(bucket: Bucket, lease: WriterLease | None) -> str:
-    if lease is None:
-        return "none: no process holds the writer lease"
-    if not lease.live:
+def _writer_line(bucket: Bucket, lease: WriterLease | None, expired: WriterLease | None) -> str:
+    if lease is None or not lease.live:
+        gone = expired or lease
+        if gone is None:
+            return "none: no process holds the writer lease"
         return (
-            f"none live: the lease of {lease.holder} expired {display.relative(lease.expires_at)} without being "
+            f"none live: the lease of {gone.holder} expired {display.relative(gone.expires_at)} without being "
             "released (that process stopped abruptly)"
         )
-    return ("this process: " if bucket.is_own(lease) else "") + holder(lease)
+    if bucket.is_own(lease):
+        who = "this process (the host's replicator): "
+    elif bucket.is_this_host(lease):
+        who = "this host's replicator: "
+    else:
+        who = "another host: "
+    line = who + holder(lease)
+    if expired is not None:
+        line += (
+            f"; it took over the lease of {expired.holder}, which had expired {display.relative(expired.expires_at)}"
+            " without being released (that process stopped abruptly)"
+        )
+    return line
 
 
-def _lease_data(lease: WriterLease, *, this_process: bool) -> dict[str, Any]:
+def _lease_data(lease: WriterLease, bucket: Bucket) -> dict[str, Any]:
     return {
         "holder": lease.holder,
         "host": lease.host,
@@ -879,7 +1102,103 @@ def _lease_data(lease: WriterLease, *, this_process: bool) -> dict[str, Any]:
         "renewed_at": display.utc(lease.renewed_at),
         "expires_at": display.utc(lease.expires_at),
         "live": lease.live,
+        "this_process": bucket.is_own(lease),
+        "this_host": bucket.is_this_host(lease),
+    }
+
+
+def _live_lease(bucket: Bucket) -> WriterLease | None:
+    lease = bucket.lease()
+    return lease if lease is not None and lease.live else None
+
+
+def _is_replicator(engine: BucketSQLite | None) -> bool:
+    return engine is not None and engine.role == "replicator"
+
+
+def _replicator_data(info: ReplicatorInfo, *, this_process: bool) -> dict[str, Any]:
+    return {
+        "host": info.host,
+        "pid": info.pid,
+        "started_at": display.utc(info.started_at),
+        "running": info.running,
+        "ready": info.ready,
         "this_process": this_process,
+    }
+
+
+def _replicator_line(info: ReplicatorInfo | None, *, this_process: bool) -> str:
+    if info is None:
+        return "none yet: no process of the site has run on this host"
+    who = f"{info.host}:{info.pid}"
+    if not info.running:
+        return (
+            f"none running: the last was {who}, started {display.when(info.started_at)}; the next process of the "
+            "site to start here takes the role"
+        )
+    state = "" if info.ready else ", still making the database ready"
+    return f"{who}{' (this process)' if this_process else ''}, running since {display.when(info.started_at)}{state}"
+
+
+def _process_line(engine: BucketSQLite | None, detached: str | None, reason: str | None) -> str:
+    how = f" ({reason})" if reason else ""
+    if engine is None:
+        return f"pid {os.getpid()}, not attached to the host's database{how}: {detached}"
+    role = engine.role
+    what = {
+        "replicator": "no other process of the site runs on this host, so this one restores and ships the "
+        "database until it exits",
+        "member": "it shares the host's database; the replicator ships what it changes",
+        "read-only": "it reads a copy of the latest snapshot and changes nothing",
+    }[role]
+    return f"pid {os.getpid()}, {role}{how}: {what}"
+
+
+def _local_line(local: LocalDir) -> str:
+    where = "in RAM" if local.ram_backed else "on disk, not in RAM (`manage.py check` says how to move it)"
+    return f"{local.filesystem}, {where}; chosen: {local.reason}"
+
+
+#: Why a copy was set aside, from the first word of its name, for copies the replicator that is running did not make.
+
+
+def _set_aside_lines(set_aside: list[tuple[str, str]]) -> list[str]:
+    lines = [
+        f"{'SET ASIDE':<17}{_count(len(set_aside), 'copy', 'copies')} of the host's database, kept when the "
+        "bucket's generation was restored in their place:"
+    ]
+    lines += [f"{'':<17}{path}: {why}" for path, why in set_aside]
+    lines.append(
+        f"{'':<17}Compare a copy with the bucket's state, and restore it (`manage.py buckethead restore --file "
+        "PATH`) if it holds what you need; remove it once it is not needed."
+    )
+    return lines
+
+
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
+def _import_refusal(path: Path, conflicts: list[importing.Conflict]) -> str:
+    return (
+        f"refusing to import {path}: these already exist in the host's database and hold what the import would "
+        f"overwrite: {', '.join(c.describe() for c in conflicts)}. Pass --replace to overwrite them with the file's "
+        "(the host's other tables are kept). Nothing was changed."
+    )
+
+
+def _import_data(path: Path, done: importing.Plan, current: SnapshotEntry) -> dict[str, Any]:
+    return {
+        "path": str(path),
+        "tables": [{"name": t.name, "rows": t.rows, "replaced_rows": t.existing_rows} for t in done.tables],
+        "rows": done.rows,
+        "indexes": [o.name for o in done.objects if o.kind == "index"],
+        "triggers": [o.name for o in done.objects if o.kind == "trigger"],
+        "views": [o.name for o in done.objects if o.kind == "view"],
+        "overwritten": [{"kind": c.kind, "name": c.name, "rows": c.rows} for c in done.conflicts],
+        "left_out": done.left_out,
+        "foreign_key_problems": done.foreign_key_problems,
+        "snapshot": _entry_data(current),
     }
 
 
