@@ -1,0 +1,1 @@
+"""The model `benchmarks/orm.py` measures, in an app of its own."""
