@@ -3,7 +3,9 @@
 The admin lists models, so each page of the BucketHead section is an
 unmanaged model whose admin changelist is that page. `Dashboard` also carries
 the section's two permissions, which Django creates with the migration like
-any other model's.
+any other model's. Having no table, they have no rows: their manager's
+querysets are empty, so whatever walks every model (``dumpdata`` with no
+arguments) finds nothing here instead of a missing table.
 """
 
 from __future__ import annotations
@@ -11,7 +13,21 @@ from __future__ import annotations
 from django.db import models
 
 
-class Dashboard(models.Model):
+class NoRows(models.Manager):
+    """The manager of a model without a table: every queryset is empty, and no query reaches the database."""
+
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().none()
+
+
+class TablelessModel(models.Model):
+    objects = NoRows()
+
+    class Meta:
+        abstract = True
+
+
+class Dashboard(TablelessModel):
     """The BucketHead dashboard; its permissions guard the section's actions."""
 
     class Meta:
@@ -25,7 +41,7 @@ class Dashboard(models.Model):
         verbose_name_plural = "dashboard"
 
 
-class KVEntry(models.Model):
+class KVEntry(TablelessModel):
     """The KV browser."""
 
     class Meta:
@@ -35,7 +51,7 @@ class KVEntry(models.Model):
         verbose_name_plural = "KV entries"
 
 
-class StoredFile(models.Model):
+class StoredFile(TablelessModel):
     """The files browser."""
 
     class Meta:
@@ -45,7 +61,7 @@ class StoredFile(models.Model):
         verbose_name_plural = "files"
 
 
-class Snapshot(models.Model):
+class Snapshot(TablelessModel):
     """The snapshot history."""
 
     class Meta:

@@ -13,6 +13,7 @@ import pytest
 
 from buckethead_django.engine import BucketConfig, BucketHeadError, BucketSQLite, SnapshotConfig
 from buckethead_django.engine.database import SHM_ROOT
+from buckethead_django.engine.host import Host
 from buckethead_django.engine.objectstore import ObjectStore, open_object_store
 
 from .moto_server import CREDENTIALS, MotoServer, free_port
@@ -23,11 +24,17 @@ FIXTURE_BUCKET = Path(__file__).resolve().parents[1].parent / "shared" / "fixtur
 
 @pytest.fixture(scope="session", autouse=True)
 def _forget_host_databases_of_the_run() -> Iterator[None]:
-    """Remove the host databases that engines started without a ``local_dir`` left in /dev/shm during the run."""
+    """Remove the host databases that engines started without a ``local_dir`` left in /dev/shm during the run.
+
+    Only those no process is attached to any more: another worker of the run may still be using its own.
+    """
     before = set(SHM_ROOT.glob("buckethead-*"))
     yield
     for leftover in set(SHM_ROOT.glob("buckethead-*")) - before:
-        shutil.rmtree(leftover, ignore_errors=True)
+        host = Host(leftover)
+        if host.claim_alone():
+            host.leave()
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -108,7 +115,8 @@ def make_engine(bucket_config: BucketConfig, tmp_path: Path) -> Iterator[EngineF
         return engine
 
     yield factory
-    for engine in engines:
+    # The newest first: a host's first engine is its replicator, which would otherwise wait for the others to leave.
+    for engine in reversed(engines):
         with contextlib.suppress(BucketHeadError, OSError):  # OSError: a test that filled its disk on purpose
             engine.stop()
 

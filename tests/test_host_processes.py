@@ -244,7 +244,7 @@ def bucket_objects(moto: MotoServer, bucket: str) -> dict[str, str]:
     "runner",
     [
         ["manage.py", "test", "demo"],
-        ["-m", "pytest", "-p", "no:cacheprovider", "--ds=example_site.settings", "demo/tests.py"],
+        ["-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "--ds=example_site.settings", "demo/tests.py"],
     ],
     ids=["django-test-runner", "pytest-django"],
 )
