@@ -411,3 +411,33 @@ def test_a_crash_at_any_step_of_a_flush_leaves_a_consistent_bucket(
     bh.stop()
     with make_engine() as again:
         assert again.kv.get("v") == "after"
+
+
+# -- images in several chunks ------------------------------------------------------------------
+
+
+def test_an_image_in_several_chunks_restores_and_a_damaged_chunk_is_named(make_engine: EngineFactory) -> None:
+    bh = make_engine().start()
+    bh.history.chunk_bytes = 64 * 1024  # a 64 KiB chunk: the test's small database still makes several
+    for i in range(40):
+        bh.kv.set(f"k{i}", "x" * 4000)
+    bh.force_flush()
+    record = current_record(bh.store)
+    assert record is not None
+    assert len(record.chunks) > 2, "the image was cut into chunks"
+    assert [c.key for c in record.chunks] == [
+        bh.history.chunk_key(record.name, "generation", i) for i in range(len(record.chunks))
+    ]
+    bh.stop()
+
+    with make_engine() as again:  # a new host: the chunks are downloaded (several at once) and verified
+        assert again.kv.get("k39") == "x" * 4000
+
+    damaged = record.chunks[1]
+    data = bytearray(bh.store.get(damaged.key))
+    data[100] ^= 0xFF
+    bh.store.delete(damaged.key)
+    bh.store.put(damaged.key, bytes(data))
+    with pytest.raises(CurrentSnapshotCorrupt) as caught:
+        make_engine().start()
+    assert caught.value.key == damaged.key, "the one chunk at fault is named"

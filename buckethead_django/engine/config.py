@@ -25,6 +25,11 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_MULTIPART_THRESHOLD = 8 * 1024 * 1024
 DEFAULT_MULTIPART_CHUNKSIZE = 8 * 1024 * 1024
+#: Size of one chunk of a snapshot's image (the last is shorter): each is one object, verified on its own.
+DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
+#: Chunks uploaded or downloaded at once. At most botocore's connection pool (10): more workers than pooled
+#: connections would open and drop a connection per request.
+DEFAULT_TRANSFER_CONCURRENCY = 8
 
 # -- when: SnapshotConfig -----------------------------------------------------------------
 

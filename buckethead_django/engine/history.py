@@ -35,12 +35,13 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO, TypeVar, cast
+from typing import TypeVar
 
+from .chunks import download_chunks, upload_chunks
+from .config import DEFAULT_CHUNK_BYTES
 from .errors import ObjectNotFound, SnapshotCorrupt
 from .lineage import generation_seq, uncommitted
 from .objectstore import ObjectStore, Progress, iter_objects
-from .objectstore.base import Digest, sha256_file
 from .objectstore.conditional import put_conditionally
 from .record import GENERATION, LABELLED, LEGACY, Chunk, SnapshotRecord
 from .snapshot import CONTENT_TYPE, validate
@@ -168,9 +169,11 @@ class History:
     timeouts of its own).
     """
 
-    def __init__(self, store: ObjectStore, key: str) -> None:
+    def __init__(self, store: ObjectStore, key: str, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
         self.store = store
         self.key = key
+        #: How an image is cut into objects when it is written (see `chunks`).
+        self.chunk_bytes = chunk_bytes
 
     def __repr__(self) -> str:
         return f"History({self.store.describe()}, {self.key!r})"
@@ -269,21 +272,29 @@ class History:
         Both objects are created only if absent, so an existing snapshot is
         never overwritten; `PreconditionFailed` means another writer has the name.
         """
-        chunk_key = self.chunk_key(name, kind)
         if isinstance(source, Path):
-            digest, size = sha256_file(source)
+            chunks, digest, size = upload_chunks(
+                self.store,
+                source,
+                lambda index: self.chunk_key(name, kind, index),
+                writer=writer,
+                chunk_bytes=self.chunk_bytes,
+                progress=progress,
+            )
         else:
+            chunk_key = self.chunk_key(name, kind)
             size, digest = len(source), hashlib.sha256(source).hexdigest()
-        put_conditionally(self.store, chunk_key, source, writer=writer, sha256=digest, content_type=CONTENT_TYPE)
-        if progress is not None:
-            progress(size)
+            put_conditionally(self.store, chunk_key, source, writer=writer, sha256=digest, content_type=CONTENT_TYPE)
+            chunks = (Chunk(key=chunk_key, size=size, sha256=digest),)
+            if progress is not None:
+                progress(size)
         record = SnapshotRecord(
             name=name,
             kind=kind,
             created_at=time.time(),
             size=size,
             sha256=digest,
-            chunks=(Chunk(key=chunk_key, size=size, sha256=digest),),
+            chunks=chunks,
             seq=seq,
             writer=writer,
             parent=parent,
@@ -322,7 +333,8 @@ class History:
         return replace(record, key=target)
 
     def planned(self, name: str, seq: int) -> GenerationObjects:
-        """The objects a one-chunk generation called ``name`` is made of, before (or whether or not) they exist."""
+        """The objects every generation called ``name`` has, before (or whether or not) they exist: its record and
+        first chunk. An attempt that failed half-way may have more chunks: `with_every_object` finds them."""
         return GenerationObjects(
             name=name,
             seq=seq,
@@ -330,6 +342,12 @@ class History:
             keys=(self.record_key(name, GENERATION), self.chunk_key(name, GENERATION)),
             has_record=True,
         )
+
+    def with_every_object(self, generation: GenerationObjects) -> GenerationObjects:
+        """``generation`` with every object the bucket holds for it (one listing): what deleting it must delete."""
+        prefix = self._base(GENERATION) + generation.name + "."
+        found = {info.key for info in iter_objects(self.store, prefix)}
+        return replace(generation, keys=tuple(sorted(found | set(generation.keys))))
 
     # -- reading snapshots -----------------------------------------------------------------------
 
@@ -344,24 +362,10 @@ class History:
         """
         if record.kind != LEGACY:
             record.verify_signature(keys)
-        whole = hashlib.sha256()
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(dest, "wb") as out:
-                for chunk in record.chunks:
-                    sink = _DigestingWriter(out, whole)
-                    try:
-                        self.store.get_to(chunk.key, cast(BinaryIO, sink), progress=progress)
-                    except ObjectNotFound:
-                        raise SnapshotCorrupt(chunk.key, "the object is missing") from None
-                    digest = sink.digest.hexdigest()
-                    if chunk.sha256 and (sink.size, digest) != (chunk.size, chunk.sha256):
-                        raise SnapshotCorrupt(
-                            chunk.key,
-                            f"its content does not match its record: {sink.size} bytes with SHA-256 {digest[:12]}…, "
-                            f"the record says {chunk.size} bytes with SHA-256 {chunk.sha256[:12]}…",
-                        )
-            if record.sha256 and whole.hexdigest() != record.sha256:
+            whole = download_chunks(self.store, record.chunks, dest, progress=progress)
+            if record.sha256 and whole != record.sha256:
                 raise SnapshotCorrupt(record.key or record.name, "the chunks together do not match its SHA-256")
             validate(dest, record.chunks[0].key if len(record.chunks) == 1 else record.key)
         except BaseException:
@@ -525,28 +529,6 @@ class History:
         """Delete a generation's record first, so no record ever names a missing chunk, then its chunks."""
         for object_key in sorted(generation.keys, key=lambda k: not k.endswith(RECORD_SUFFIX)):
             self.store.delete(object_key)
-
-
-class _DigestingWriter:
-    """Appends to ``out`` while hashing: each chunk is verified as it downloads, with no second read.
-
-    It is not seekable, so downloads write to it in order.
-    """
-
-    def __init__(self, out: BinaryIO, whole: Digest) -> None:
-        self._out = out
-        self._whole = whole
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        self._whole.update(data)
-        self.size += len(data)
-        return self._out.write(data)
-
-    def seekable(self) -> bool:
-        return False
 
 
 def _concurrently(call: Callable[[T], R], items: Sequence[T]) -> list[R]:

@@ -494,14 +494,16 @@ class Replicator:
             self._abandoned.append(attempt)
             raise
         self._next_seq = seq + 1
-        self._generations.append(replace(attempt, created_at=record.created_at))
+        self._generations.append(
+            replace(attempt, created_at=record.created_at, keys=(record.key, *(c.key for c in record.chunks)))
+        )
         return record
 
     def _apply_retention(self) -> None:
         """Delete failed attempts and the generations retention no longer keeps; failures are retried next time."""
         for attempt in list(self._abandoned):
             try:
-                self.history.delete(attempt)
+                self.history.delete(self.history.with_every_object(attempt))
             except ObjectStoreError:
                 logger.warning("BucketSQLite could not delete the failed flush %s; will retry", attempt.name)
                 return

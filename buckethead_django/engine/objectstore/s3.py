@@ -21,7 +21,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..config import BucketConfig
+from ..config import DEFAULT_TRANSFER_CONCURRENCY, BucketConfig
 from ..errors import BucketAccessDenied, BucketNotFound, ObjectNotFound, ObjectStoreError, PreconditionFailed
 from .base import ListPage, ObjectInfo, Progress, Source, copy_stream
 
@@ -39,14 +39,20 @@ _DENIED = {"403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureD
 _PRECONDITION = {"412", "PreconditionFailed", "ConditionalRequestConflict", "409"}
 
 
+#: Connections beyond the chunk transfers: the lease's renewal and the Django storage's requests meanwhile.
+POOL_HEADROOM = 4
+
+
 def botocore_config(cfg: BucketConfig) -> Config:
     """botocore settings shared by this store and the Django storage.
 
     Checksums are only sent when an operation requires them: boto3 >= 1.36 adds
     CRC32 checksums to every upload by default, which R2 (and some other
-    S3-compatible stores) reject.
+    S3-compatible stores) reject. The connection pool holds a snapshot's
+    parallel chunk transfers plus the lease's and the storage's requests.
     """
     return Config(
+        max_pool_connections=DEFAULT_TRANSFER_CONCURRENCY + POOL_HEADROOM,
         region_name=cfg.region,
         signature_version="s3v4",
         retries={"mode": "standard", "total_max_attempts": cfg.max_attempts},
