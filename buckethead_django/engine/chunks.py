@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import threading
 import uuid
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, NamedTuple, TypeVar, cast
+from typing import Any, BinaryIO, NamedTuple, TypeVar, cast
 
 from .config import DEFAULT_CHUNK_BYTES, DEFAULT_TRANSFER_CONCURRENCY
 from .errors import ObjectNotFound, SnapshotCorrupt
@@ -65,10 +66,11 @@ def upload_chunks(
 
     Each chunk is created only if absent (`put_conditionally`, as ``writer``,
     with the SHA-256 of the very bytes sent), so `PreconditionFailed` means
-    another writer has one of the keys. The file is read once, in order: the
-    whole image's SHA-256 is computed in that same pass, and a chunk is read
-    only when a worker is free to send it. An empty file is one empty chunk,
-    so every image has at least one.
+    another writer has one of the keys. A chunk is sent from the file, never
+    held in memory whole: its worker hashes its range, then streams that
+    range as the request's body. The whole image's SHA-256 is computed in
+    another thread meanwhile. An empty file is one empty chunk, so every
+    image has at least one.
 
     Returns a `ChunkedUpload` (unpacks as ``chunks, sha256, size``). On the
     first failure no further chunk is started and the error is raised once
@@ -79,25 +81,6 @@ def upload_chunks(
     _check(chunk_bytes=chunk_bytes, concurrency=concurrency)
     whole = hashlib.sha256()
     chunks: dict[int, Chunk] = {}
-    size = 0
-
-    def put(key: str, data: bytes) -> Chunk:
-        digest = hashlib.sha256(data).hexdigest()
-        put_conditionally(store, key, data, writer=writer, sha256=digest, content_type=content_type)
-        return Chunk(key=key, size=len(data), sha256=digest)
-
-    def tasks(f: BinaryIO) -> Iterator[Callable[[], Chunk]]:
-        nonlocal size
-        index = 0
-        while True:
-            data = f.read(chunk_bytes)
-            if not data and index > 0:
-                return
-            whole.update(data)
-            size += len(data)
-            yield partial(put, key_of(index), data)
-            del data  # the task holds it until it is sent; the next chunk is read only when a worker is free
-            index += 1
 
     def landed(index: int, chunk: Chunk) -> None:
         chunks[index] = chunk
@@ -105,9 +88,62 @@ def upload_chunks(
             progress(chunk.size)
 
     with open(source, "rb") as f:
-        count = max(1, -(-os.fstat(f.fileno()).st_size // chunk_bytes))
-        _run(tasks(f), min(concurrency, count), landed, threading.Event())
-    return ChunkedUpload(tuple(chunks[i] for i in range(len(chunks))), whole.hexdigest(), size)
+        fd = f.fileno()
+        size = os.fstat(fd).st_size
+        count = max(1, -(-size // chunk_bytes))
+
+        def put(index: int) -> Chunk:
+            offset = index * chunk_bytes
+            length = min(chunk_bytes, size - offset)
+            digest = hashlib.sha256()
+            _hash_range(fd, offset, length, digest)
+            body = cast(BinaryIO, FileRange(fd, offset, length))
+            key = key_of(index)
+            put_conditionally(store, key, body, writer=writer, sha256=digest.hexdigest(), content_type=content_type)
+            return Chunk(key=key, size=length, sha256=digest.hexdigest())
+
+        hasher = threading.Thread(target=_hash_range, args=(fd, 0, size, whole), name="buckethead-image-digest")
+        hasher.start()
+        try:
+            _run((partial(put, index) for index in range(count)), min(concurrency, count), landed, threading.Event())
+        finally:
+            hasher.join()
+    return ChunkedUpload(tuple(chunks[i] for i in range(count)), whole.hexdigest(), size)
+
+
+class FileRange(io.RawIOBase):
+    """Bytes ``offset`` to ``offset + size`` of an open file, as a seekable file of their own.
+
+    A chunk is uploaded from it, so no chunk is ever held in memory whole;
+    it can be read again from its start when a request is retried.
+    """
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        super().__init__()
+        self._fd, self._offset, self._size, self._pos = fd, offset, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, min(self._size, base + pos))
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        wanted = min(len(buffer), self._size - self._pos)
+        if wanted <= 0:
+            return 0
+        data = os.pread(self._fd, wanted, self._offset + self._pos)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
 
 
 def download_chunks(

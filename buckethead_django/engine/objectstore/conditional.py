@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import PreconditionFailed
 from .base import ObjectInfo, ObjectStore, Progress, sha256_file
@@ -35,7 +36,7 @@ WRITER_META = "writer"
 def put_conditionally(
     store: ObjectStore,
     key: str,
-    data: bytes | Path,
+    data: bytes | Path | BinaryIO,
     *,
     writer: str,
     if_match: str | None = None,
@@ -45,14 +46,20 @@ def put_conditionally(
 ) -> ObjectInfo:
     """Create ``key`` (``if_match`` None) or replace the version ``if_match``, as ``writer``.
 
-    ``sha256`` is the data's digest when the caller has computed it already.
-    Raises `PreconditionFailed` only when another writer's object is in the way.
+    ``sha256`` is the data's digest when the caller has computed it already
+    (it must, for a stream: a seekable file, sent from its start on every
+    attempt). Raises `PreconditionFailed` only when another writer's object
+    is in the way.
     """
     if sha256 is None:
+        if not isinstance(data, (bytes, Path)):
+            raise TypeError("put_conditionally needs the SHA-256 of a stream it is given")
         sha256 = sha256_file(data)[0] if isinstance(data, Path) else hashlib.sha256(data).hexdigest()
     metadata = {SHA256_META: sha256, WRITER_META: writer}
     expected = if_match
     for _ in range(2):
+        if not isinstance(data, (bytes, Path)):
+            data.seek(0)
         try:
             return store.put(
                 key,
