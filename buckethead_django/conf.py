@@ -42,9 +42,12 @@ DEFAULTS: dict[str, Any] = {
     "FILES_PREFIX": engine_config.DEFAULT_FILES_PREFIX,
     "FLUSH_INTERVAL": engine_config.DEFAULT_FLUSH_INTERVAL,
     "MIN_FLUSH_INTERVAL": engine_config.DEFAULT_MIN_FLUSH_INTERVAL,
+    "COMPACT_RATIO": engine_config.DEFAULT_COMPACT_RATIO,
+    "COMPACT_DELTAS": engine_config.DEFAULT_COMPACT_DELTAS,
     "KEEP_PREVIOUS": engine_config.DEFAULT_KEEP_PREVIOUS,
     "KEEP_SNAPSHOTS": engine_config.DEFAULT_KEEP_SNAPSHOTS,
     "KEEP_SNAPSHOTS_MAX_AGE": engine_config.DEFAULT_KEEP_SNAPSHOTS_MAX_AGE,
+    "KEEP_DAILY": engine_config.DEFAULT_KEEP_DAILY,
     "SIGNING_KEY": None,
     "LEASE_SECONDS": engine_config.DEFAULT_LEASE_SECONDS,
     "LEASE_WAIT": engine_config.DEFAULT_LEASE_WAIT,
@@ -64,8 +67,11 @@ DEFAULTS: dict[str, Any] = {
 
 _SECRETS = {"SECRET_ACCESS_KEY", "SESSION_TOKEN", "SIGNING_KEY"}
 _POSITIVE = {"FLUSH_INTERVAL", "LEASE_SECONDS", "BUSY_TIMEOUT", "KV_MAX_VALUE_BYTES", "MAX_ATTEMPTS", "CONNECT_TIMEOUT",
-             "READ_TIMEOUT", "QUERYSTRING_EXPIRE", "KEEP_SNAPSHOTS", "KEEP_SNAPSHOTS_MAX_AGE"}  # fmt: skip
-_NOT_NEGATIVE = {"MIN_FLUSH_INTERVAL", "LEASE_WAIT", "STARTUP_TIMEOUT"}
+             "READ_TIMEOUT", "QUERYSTRING_EXPIRE", "KEEP_SNAPSHOTS", "KEEP_SNAPSHOTS_MAX_AGE", "COMPACT_RATIO",
+             "COMPACT_DELTAS"}  # fmt: skip
+#: Keys whose None, given in the settings, turns a rule off instead of meaning "the default".
+_NONE_TURNS_OFF = {"KEEP_SNAPSHOTS_MAX_AGE"}
+_NOT_NEGATIVE = {"MIN_FLUSH_INTERVAL", "LEASE_WAIT", "STARTUP_TIMEOUT", "KEEP_DAILY"}
 #: The fixed salt that turns SECRET_KEY (or SIGNING_KEY) into the key snapshots are signed with.
 SIGNING_SALT = "buckethead_django.snapshot-signing"
 _TRUE = {"1", "true", "yes", "on"}
@@ -140,9 +146,12 @@ class BucketHeadSettings:
         return SnapshotConfig(
             interval_seconds=float(self.values["FLUSH_INTERVAL"]),
             min_interval_seconds=float(self.values["MIN_FLUSH_INTERVAL"]),
+            compact_ratio=float(self.values["COMPACT_RATIO"]),
+            compact_deltas=int(self.values["COMPACT_DELTAS"]),
             keep_previous=bool(self.values["KEEP_PREVIOUS"]),
             keep_snapshots=int(self.values["KEEP_SNAPSHOTS"]),
             keep_max_age_seconds=self.values["KEEP_SNAPSHOTS_MAX_AGE"],
+            keep_daily=int(self.values["KEEP_DAILY"]),
         )
 
     def signing_keys(self) -> list[bytes]:
@@ -233,6 +242,8 @@ def _coerce(values: dict[str, Any], sources: dict[str, str], problems: list[Prob
     """Turn strings from the environment into the type of each default; report what does not convert."""
     for key, default in DEFAULTS.items():
         value = values[key]
+        if value is None and key in _NONE_TURNS_OFF and sources[key] != "default":
+            continue  # None given on purpose: the rule is off
         if value is None or (value == "" and default in (None, "")):
             values[key] = default  # an empty environment variable means "not set"
             continue
@@ -363,7 +374,7 @@ def _parser(key: str, default: Any) -> Callable[[Any], Any]:
     special: dict[str, Callable[[Any], Any]] = {
         "AUTOSTART": _parse_autostart,
         "SIGNING_KEY": _parse_signing_key,
-        "KEEP_SNAPSHOTS_MAX_AGE": float,
+        "KEEP_SNAPSHOTS_MAX_AGE": _parse_optional_seconds,
         "HEALTH_DETAILS": _parse_health_details,
         "LEASE_CONFLICT": lambda value: _parse_choice(value, engine_config.LEASE_CONFLICT_CHOICES),
         "LOCAL_PATH": Path,
@@ -376,6 +387,13 @@ def _parser(key: str, default: Any) -> Callable[[Any], Any]:
     if isinstance(default, (int, float)):
         return type(default)
     return str
+
+
+def _parse_optional_seconds(value: Any) -> float | None:
+    """A number of seconds, or None ('none' or 'off' in the environment) to turn the rule off."""
+    if isinstance(value, str) and value.strip().lower() in {"none", "off"}:
+        return None
+    return float(value)
 
 
 def _parse_choice(value: Any, choices: tuple[str, ...]) -> str:
@@ -399,7 +417,9 @@ def _parse_signing_key(value: Any) -> str | bool | None:
 #: What to write instead, for the keys whose values are not plain booleans, numbers or strings.
 _HINTS = {
     "SIGNING_KEY": "Use a secret string, False to disable signing, or None to derive the key from SECRET_KEY.",
-    "KEEP_SNAPSHOTS_MAX_AGE": "Use a number of seconds (for example 86400 for a day), or None for no age rule.",
+    "KEEP_SNAPSHOTS_MAX_AGE": (
+        "Use a number of seconds (for example 86400 for a day), or None ('none' in the environment) for no age rule."
+    ),
     "AUTOSTART": (
         "Use True (always start a writer), False (never) or None / 'auto' (decide from how Django was started)."
     ),

@@ -19,7 +19,7 @@ def snapshot_bytes(store: ObjectStore, name: str = LATEST, key: str = KEY) -> by
     entry = history.find(name)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "snapshot.db"
-        history.fetch(entry.record, path, keys=())
+        history.fetch(entry.record, path, keys=(), deltas=entry.deltas)
         return path.read_bytes()
 
 

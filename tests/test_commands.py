@@ -133,7 +133,10 @@ def test_status_shows_where_state_lives_the_latest_snapshot_the_host_and_the_rol
         out,
     ), out
     assert f"                 signed, sha256 {latest.sha256}\n" in out
-    assert "Generations      1 in the bucket; retention keeps the newest 24 (and every labelled snapshot)" in out
+    assert (
+        "Generations      1 in the bucket; retention keeps the newest 24, any younger than 1 day, the newest of each "
+        "of 30 days (each with all its points, and every labelled snapshot)"
+    ) in out
     # No server runs on the command's host: the command is the host's replicator while it runs.
     assert f"Writer           this process (the host's replicator): {HERE}:{os.getpid()}, running since " in out
     assert f"Replicator       {HERE}:{os.getpid()} (this process), running since " in out
@@ -158,7 +161,8 @@ def test_status_shows_where_state_lives_the_latest_snapshot_the_host_and_the_rol
     assert data["generations"] == {
         "count": 1,
         "keep_snapshots": 24,
-        "keep_snapshots_max_age": None,
+        "keep_snapshots_max_age": 86400.0,
+        "keep_daily": 30,
         "keep_previous": True,
     }, "a command that changed nothing shipped nothing"
     assert data["health"]["status"] == "ok"
@@ -303,7 +307,7 @@ def test_status_shows_the_retention_settings_and_a_legacy_snapshot(command: Buck
     out = call("status").out
     assert "Latest snapshot  legacy: a buckethead 0.4.x snapshot, which the next writer adopts, " in out
     assert "                 unsigned\n" in out
-    assert "Generations      0 in the bucket; retention keeps the newest 3 and any younger than 1 day" in out
+    assert "Generations      0 in the bucket; retention keeps the newest 3, any younger than 1 day" in out
     data = call_json("status")
     assert (data["latest_snapshot"]["kind"], data["latest_snapshot"]["signed"]) == ("legacy", False)
     assert (data["generations"]["keep_snapshots"], data["generations"]["keep_snapshots_max_age"]) == (3, 86400.0)
@@ -406,7 +410,7 @@ def test_snapshot_beside_a_writer_on_another_host_copies_the_latest_durable_one(
 
 
 def test_labelled_snapshots_outlive_later_flushes(command: BucketConfig, settings) -> None:
-    settings.BUCKETHEAD = {**settings.BUCKETHEAD, "KEEP_SNAPSHOTS": 2}
+    settings.BUCKETHEAD = {**settings.BUCKETHEAD, "KEEP_SNAPSHOTS": 2, "KEEP_SNAPSHOTS_MAX_AGE": None, "KEEP_DAILY": 0}
     seed(command, k="v1")
     first = current_record(open_object_store(command), command.key)
     data = call_json("snapshot")
@@ -1247,3 +1251,32 @@ def test_a_site_on_djangos_sqlite3_backend_moves_in_with_import_database(tmp_pat
     )
     assert after.stdout.splitlines()[-2:] == ["Quarterly report", "alice"]
     assert manage(tmp_path, "migrate", "--check", check=False).returncode == 0, "every migration came along"
+
+
+# -- points in time ------------------------------------------------------------------------------
+
+
+def test_history_points_and_restore_at_a_time(command: BucketConfig) -> None:
+    with server_engine(command) as writer:
+        writer.kv.set("k", "first")
+        writer.force_flush()
+        writer.kv.set("k", "second")
+        writer.force_flush()
+        time.sleep(1.1)  # the bucket dates objects to the second
+        between = time.time()
+        time.sleep(1.1)
+        writer.kv.set("k", "third")
+        writer.force_flush()
+    points = call_json("history", "--points")
+    assert [p["deltas"] for p in points][:3] == [2, 1, 0], "a base, then a delta per flush, newest first"
+    assert points[0]["current"] is True
+    assert "restore --at TIME" in call("history", "--points").err
+
+    out = call("restore", "--at", dt.datetime.fromtimestamp(between, tz=dt.UTC).isoformat(), "--yes").out
+    assert f"{points[1]['name']}" in out, "the newest point flushed at or before the time"
+    with server_engine(command) as after:
+        assert after.kv.get("k") == "second"
+
+    assert "no restorable point" in str(refusal("restore", "--at", "2000-01-01T00:00:00Z", "--yes"))
+    assert "is not a time" in str(refusal("restore", "--at", "yesterday-ish", "--yes"))
+    assert "not several" in str(refusal("restore", "latest", "--at=-1m", "--yes"))

@@ -53,7 +53,12 @@ def test_writers_of_several_processes_wait_their_turn_inside_transactions(tmp_pa
         "        note.save()\n"
         "print('done')"
     )
-    env = example_env(tmp_path, DJANGO_SETTINGS_MODULE="notes_site", PYTHONPATH=f"{EXAMPLE}{os.pathsep}{SITES}")
+    env = example_env(
+        tmp_path,
+        DJANGO_SETTINGS_MODULE="notes_site",
+        PYTHONPATH=f"{EXAMPLE}{os.pathsep}{SITES}",
+        PYTHONFAULTHANDLER="1",
+    )
     workers = [
         subprocess.Popen(
             [sys.executable, str(EXAMPLE / "manage.py"), "shell", "-c", increment],

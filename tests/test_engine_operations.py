@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from buckethead_django.engine import BucketSQLite, ReadOnlyError, SnapshotConfig, SnapshotCorrupt, read_lease
+from buckethead_django.engine.history import point_name
 from buckethead_django.engine.lease import WriterLease, lease_key
 from buckethead_django.engine.objectstore import ObjectStore
 
@@ -101,10 +102,11 @@ def test_labelled_snapshots_are_listed_and_survive_later_flushes(engine: BucketS
         ("generation", False),
         ("labelled", False),
     ]
-    assert [e.name for e in entries][2] == first.name
+    assert [e.name for e in entries][2] == point_name(first.record.name, 0), "each flush is a point of one generation"
     assert value_in(snapshot_bytes(engine.store, "before-migration"), "v") == b"1"
     assert value_in(snapshot_bytes(engine.store, "previous"), "v") == b"2"
-    assert value_in(snapshot_bytes(engine.store, first.name), "v") == b"1"
+    assert value_in(snapshot_bytes(engine.store, point_name(first.record.name, 0)), "v") == b"1"
+    assert value_in(snapshot_bytes(engine.store, first.record.name), "v") == b"3", "a generation: its newest point"
     with pytest.raises(FileExistsError, match="already exists"):
         engine.snapshot(label="before-migration")
 

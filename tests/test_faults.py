@@ -29,6 +29,7 @@ from buckethead_django.engine import (
     BucketSQLite,
     CurrentSnapshotCorrupt,
     History,
+    SnapshotConfig,
     WriterFenced,
     read_lease,
 )
@@ -50,7 +51,12 @@ WRITES = {
     "record": rb"PUT /[^ ]*\.generations/[^ ]*\.json[ ?]",
     "current": rb"PUT /[^ ]*\.current[ ?]",
     "lease": rb"PUT /[^ ]*\.lease[ ?]",
+    "delta": rb"PUT /[^ ]*\.d\d{8}[ ?]",
 }
+#: Settings under which a server's flushes are, in turn, a base and two deltas: every kind of write happens.
+EVERY_KIND_OF_FLUSH = {"BUCKETHEAD_COMPACT_DELTAS": "2"}
+#: A compaction ratio under which every flush is a new base (a generation's own writes are under test).
+EVERY_FLUSH_A_BASE = 1e-12
 
 
 @pytest.fixture
@@ -81,7 +87,8 @@ def generation_objects(store: ObjectStore, name: str) -> list[str]:
 def test_a_lost_reply_to_any_write_is_not_a_takeover(
     write: str, proxy: TcpProxy, proxied_config: BucketConfig, make_engine: EngineFactory
 ) -> None:
-    bh = make_engine(proxied_config).start()
+    ratio = SnapshotConfig().compact_ratio if write == "delta" else EVERY_FLUSH_A_BASE
+    bh = make_engine(proxied_config, snapshot=SnapshotConfig(min_interval_seconds=0, compact_ratio=ratio)).start()
     bh.kv.set("before", "1")
     bh.force_flush()
     lost = proxy.lose_reply(WRITES[write])
@@ -109,7 +116,9 @@ def test_a_lost_reply_to_any_write_is_not_a_takeover(
 def test_a_fenced_writers_flush_is_never_offered_and_the_next_writer_deletes_it(
     make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    paused = make_engine(signing_key=SIGNING_KEY).start()
+    paused = make_engine(
+        signing_key=SIGNING_KEY, snapshot=SnapshotConfig(min_interval_seconds=0, compact_ratio=EVERY_FLUSH_A_BASE)
+    ).start()
     paused.kv.set("v", "first")
     first = paused.force_flush().generation
     store = paused.store
@@ -271,6 +280,7 @@ def test_lost_replies_at_every_write_then_kill_9_lose_no_acknowledged_write(
         "BUCKETHEAD_MIN_FLUSH_INTERVAL": "0",
         "BUCKETHEAD_LEASE_SECONDS": "3",  # renewed every 1.5 s, so the lease's reply is lost too
         "BUCKETHEAD_HEALTH_DETAILS": "public",
+        **EVERY_KIND_OF_FLUSH,
     }
     through_proxy = s3_env(bucket, proxy.url, **settings)
     manage(tmp_path, "migrate", **through_proxy)
@@ -305,6 +315,7 @@ def test_a_writer_paused_mid_flush_leaves_nothing_restore_would_offer(
         "BUCKETHEAD_FLUSH_INTERVAL": "0.5",
         "BUCKETHEAD_MIN_FLUSH_INTERVAL": "0",
         "BUCKETHEAD_HEALTH_DETAILS": "public",
+        "BUCKETHEAD_COMPACT_RATIO": str(EVERY_FLUSH_A_BASE),  # the pause falls in a base's upload
     }
     direct = s3_env(bucket, moto.endpoint_url, **settings)
     manage(tmp_path, "migrate", **direct)

@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,24 @@ from .snapshots import KEY, current_record, snapshot_bytes
 
 SIGNING_KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
+
+
+#: A compaction ratio so small that every flush writes a new base: the generations themselves are under test here
+#: (deltas are in test_deltas.py).
+EVERY_FLUSH_A_BASE = 1e-12
+#: Retention by count alone: no generation kept for its age or its day.
+COUNT_ONLY: dict[str, Any] = {"keep_max_age_seconds": None, "keep_daily": 0}
+
+
+@pytest.fixture
+def make_engine(make_engine: EngineFactory) -> EngineFactory:
+    """The suite's engines, with every flush a new generation."""
+
+    def factory(*args: Any, snapshot: SnapshotConfig | None = None, **kwargs: Any) -> BucketSQLite:
+        snapshot = replace(snapshot or SnapshotConfig(min_interval_seconds=0), compact_ratio=EVERY_FLUSH_A_BASE)
+        return make_engine(*args, snapshot=snapshot, **kwargs)
+
+    return factory
 
 
 def value_in(image: bytes, key: str) -> bytes | None:
@@ -80,7 +99,7 @@ def test_every_flush_is_a_new_generation_and_any_retained_one_restores(make_engi
 
 
 def test_retention_keeps_exactly_the_newest_and_never_a_label(make_engine: EngineFactory) -> None:
-    bh = make_engine(snapshot=SnapshotConfig(min_interval_seconds=0, keep_snapshots=3)).start()
+    bh = make_engine(snapshot=SnapshotConfig(min_interval_seconds=0, keep_snapshots=3, **COUNT_ONLY)).start()
     names = flushes(bh, 2)
     bh.snapshot(label="release-1")
     names += flushes(bh, 4)
@@ -105,7 +124,15 @@ def test_the_retention_rule() -> None:
 
     found = [gen(1, 500), gen(2, 400), gen(3, 300), gen(4, 20), gen(5, 10)]
     assert retained(found, current="g5", keep=2, max_age_seconds=None, now=1000) == {"g4", "g5"}
-    assert retained(found, current="g5", keep=1, max_age_seconds=350, now=1000) == {"g3", "g4", "g5"}
+    assert retained(found, current="g5", keep=1, max_age_seconds=350, now=1000) == {"g2", "g3", "g4", "g5"}, (
+        "the generation before the oldest young one is kept too: its deltas reach until the next base"
+    )
+    assert retained(found, current="g3", keep=1, max_age_seconds=None, now=1000, daily=1) == {"g3", "g5"}, (
+        "the newest of the day is kept beside the current one"
+    )
+    assert retained(found, current="g5", keep=1, max_age_seconds=None, now=90_000, daily=2) == {"g5"}, (
+        "one generation a day: all five were written on the same day"
+    )
     assert retained(found, current="g1", keep=2, max_age_seconds=None, now=1000) == {"g1", "g4", "g5"}, (
         "the current generation survives even when older ones are newer than it"
     )
@@ -359,8 +386,13 @@ from buckethead_django.engine import BucketConfig, BucketSQLite, SnapshotConfig
 step, config = sys.argv[1], json.loads(sys.argv[2])
 if config.get("local_path"):
     config["local_path"] = Path(config["local_path"])
-bh = BucketSQLite(BucketConfig(**config), SnapshotConfig(keep_snapshots=1, keep_previous=False),
-                  background_flush=False)
+# Deltas (the default) for the delta steps; else every flush is a new base, the generation's own steps.
+ratio = 0.5 if step.startswith("delta") else 1e-12
+bh = BucketSQLite(
+    BucketConfig(**config),
+    SnapshotConfig(keep_snapshots=1, keep_previous=False, keep_max_age_seconds=None, keep_daily=0, compact_ratio=ratio),
+    background_flush=False,
+)
 bh.start()
 bh.kv.set("v", "committed")
 bh.force_flush()
@@ -373,7 +405,12 @@ def put(key, *args, **kwargs):
         os._exit(9)
     if step == "before-current-update" and key.endswith(".current"):
         os._exit(9)
-    return real_put(key, *args, **kwargs)
+    if step == "delta-upload" and ".d0" in key:
+        os._exit(9)
+    info = real_put(key, *args, **kwargs)
+    if step == "delta-committed" and ".d0" in key:
+        os._exit(9)
+    return info
 
 def delete(key):
     real_delete(key)
@@ -392,6 +429,8 @@ os._exit(0)
         ("after-chunk-upload", "committed"),
         ("before-current-update", "committed"),
         ("during-retention", "in flight"),
+        ("delta-upload", "committed"),
+        ("delta-committed", "in flight"),
     ],
 )
 def test_a_crash_at_any_step_of_a_flush_leaves_a_consistent_bucket(
@@ -400,7 +439,7 @@ def test_a_crash_at_any_step_of_a_flush_leaves_a_consistent_bucket(
     config = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(bucket_config).items()}
     crashed = subprocess.run([sys.executable, "-c", CRASHER, step, json.dumps(config)], check=False, timeout=60)
     assert crashed.returncode == 9, "the process died in the middle of its flush"
-    bh = make_engine(snapshot=SnapshotConfig(keep_snapshots=1, keep_previous=False)).start()
+    bh = make_engine(snapshot=SnapshotConfig(keep_snapshots=1, keep_previous=False, **COUNT_ONLY)).start()
     assert bh.kv.get("v") == expected
     assert bh.connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     left = bh.history.generations()

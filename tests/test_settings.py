@@ -24,7 +24,7 @@ def test_defaults_are_the_zero_config_local_backend(settings) -> None:
     cfg = s.bucket_config()
     assert cfg.local_path == s.local_path
     assert cfg.key == "bucketsqlite/snap.db"
-    assert s.snapshot_config().interval_seconds == 60.0
+    assert s.snapshot_config().interval_seconds == 5.0, "a 5-second window: a flush costs what changed"
 
 
 def test_environment_variables_fill_in_and_the_settings_dict_wins() -> None:
@@ -140,15 +140,26 @@ def test_a_non_dict_setting_is_reported() -> None:
 
 def test_retention_and_startup_waits_have_defaults_and_reach_the_engine(tmp_path: Path) -> None:
     s = get_settings({})
-    assert (s["KEEP_SNAPSHOTS"], s["KEEP_SNAPSHOTS_MAX_AGE"], s["LEASE_WAIT"], s["STARTUP_TIMEOUT"]) == (
+    assert (
+        s["KEEP_SNAPSHOTS"],
+        s["KEEP_SNAPSHOTS_MAX_AGE"],
+        s["KEEP_DAILY"],
+        s["LEASE_WAIT"],
+        s["STARTUP_TIMEOUT"],
+    ) == (
         24,
-        None,
+        86400.0,
+        30,
         20.0,
         30.0,
     )
+    assert (s["COMPACT_RATIO"], s["COMPACT_DELTAS"]) == (0.5, 2000)
     env = {
         "BUCKETHEAD_KEEP_SNAPSHOTS": "5",
         "BUCKETHEAD_KEEP_SNAPSHOTS_MAX_AGE": "86400",
+        "BUCKETHEAD_KEEP_DAILY": "7",
+        "BUCKETHEAD_COMPACT_RATIO": "0.25",
+        "BUCKETHEAD_COMPACT_DELTAS": "100",
         "BUCKETHEAD_LEASE_WAIT": "0",
         "BUCKETHEAD_STARTUP_TIMEOUT": "2.5",
         "BUCKETHEAD_LOCAL_PATH": str(tmp_path),
@@ -157,6 +168,8 @@ def test_retention_and_startup_waits_have_defaults_and_reach_the_engine(tmp_path
     assert s.problems == []
     engine = s.engine()
     assert (engine.snapshot_config.keep_snapshots, engine.snapshot_config.keep_max_age_seconds) == (5, 86400.0)
+    assert (engine.snapshot_config.keep_daily, engine.snapshot_config.compact_ratio) == (7, 0.25)
+    assert engine.snapshot_config.compact_deltas == 100
     assert (engine.lease_wait, engine.startup_timeout) == (0.0, 2.5)
 
 
@@ -165,7 +178,11 @@ def test_retention_and_startup_waits_have_defaults_and_reach_the_engine(tmp_path
     [
         ({"KEEP_SNAPSHOTS": 0}, "BUCKETHEAD 'KEEP_SNAPSHOTS' must be greater than 0, not 0.", "positive number"),
         ({"KEEP_SNAPSHOTS": "many"}, "BUCKETHEAD 'KEEP_SNAPSHOTS' has the value 'many'", "for example 24"),
-        ({"KEEP_SNAPSHOTS_MAX_AGE": -5}, "'KEEP_SNAPSHOTS_MAX_AGE' must be greater than 0, not -5.0.", "None for no"),
+        (
+            {"KEEP_SNAPSHOTS_MAX_AGE": -5},
+            "'KEEP_SNAPSHOTS_MAX_AGE' must be greater than 0, not -5.0.",
+            "for no age rule",
+        ),
         ({"KEEP_SNAPSHOTS_MAX_AGE": "a day"}, "'KEEP_SNAPSHOTS_MAX_AGE' has the value 'a day'", "86400 for a day"),
         ({"SIGNING_KEY": 42}, "BUCKETHEAD 'SIGNING_KEY' has the value 42", "False to disable signing"),
         ({"LEASE_WAIT": -1}, "BUCKETHEAD 'LEASE_WAIT' must be 0 or more, not -1.0.", "the default is 20.0"),
@@ -241,3 +258,11 @@ def test_without_signing_any_snapshot_loads_and_none_is_signed(tmp_path: Path) -
     assert write_and_read(signed, unsigned) == "signed by the writer", "signatures are not checked"
     with pytest.raises(CurrentSnapshotCorrupt, match="it is not signed"):
         write_and_read(unsigned, signed)
+
+
+def test_the_age_rule_of_retention_is_turned_off_with_none(settings) -> None:
+    settings.BUCKETHEAD = {"KEEP_SNAPSHOTS_MAX_AGE": None}
+    assert get_settings({}).snapshot_config().keep_max_age_seconds is None, "None given on purpose is no age rule"
+    settings.BUCKETHEAD = {}
+    assert get_settings({}).snapshot_config().keep_max_age_seconds == 86400.0, "unset is the default, a day"
+    assert get_settings({"BUCKETHEAD_KEEP_SNAPSHOTS_MAX_AGE": "none"}).snapshot_config().keep_max_age_seconds is None

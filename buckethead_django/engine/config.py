@@ -33,12 +33,20 @@ DEFAULT_TRANSFER_CONCURRENCY = 8
 
 # -- when: SnapshotConfig -----------------------------------------------------------------
 
-DEFAULT_FLUSH_INTERVAL = 60.0
-DEFAULT_MIN_FLUSH_INTERVAL = 5.0
+DEFAULT_FLUSH_INTERVAL = 5.0
+DEFAULT_MIN_FLUSH_INTERVAL = 1.0
+#: A flush writes a new base instead of a delta once the deltas since the last base would exceed this fraction
+#: of the database's size: a generation then holds at most about 1.5 times the database.
+DEFAULT_COMPACT_RATIO = 0.5
+#: ... or once the generation has this many deltas: a restore downloads every delta of its generation.
+DEFAULT_COMPACT_DELTAS = 2000
 DEFAULT_KEEP_PREVIOUS = True
+#: Generations (bases, each with its deltas) kept whatever their age.
 DEFAULT_KEEP_SNAPSHOTS = 24
-#: No age rule: retention counts generations only.
-DEFAULT_KEEP_SNAPSHOTS_MAX_AGE: float | None = None
+#: Every generation younger than this is kept, so every flush of the last day can be restored.
+DEFAULT_KEEP_SNAPSHOTS_MAX_AGE: float | None = 24 * 3600.0
+#: Beyond that, the newest generation of each of this many days is kept.
+DEFAULT_KEEP_DAILY = 30
 
 # -- how: BucketSQLite's arguments --------------------------------------------------------
 
@@ -149,8 +157,11 @@ class SnapshotConfig:
     """When snapshots are written.
 
     ``interval_seconds`` drives the background flush loop; ``min_interval_seconds``
-    debounces ``flush()`` so a burst of callers costs one upload. Every flush
-    writes a new generation; retention keeps the newest ``keep_snapshots``
+    debounces ``flush()`` so a burst of callers costs one upload. A flush
+    writes a delta of the pages changed since the previous one, or a new
+    generation (a whole base) once the deltas since the last base exceed
+    ``compact_ratio`` of the database's size or number ``compact_deltas``;
+    retention keeps the newest ``keep_snapshots`` generations
     and any younger than ``keep_max_age_seconds`` (None: no age rule).
     ``keep_previous`` (buckethead's name) guarantees at least the snapshot
     before the current one survives retention.
@@ -158,9 +169,12 @@ class SnapshotConfig:
 
     interval_seconds: float = DEFAULT_FLUSH_INTERVAL
     min_interval_seconds: float = DEFAULT_MIN_FLUSH_INTERVAL
+    compact_ratio: float = DEFAULT_COMPACT_RATIO
+    compact_deltas: int = DEFAULT_COMPACT_DELTAS
     keep_previous: bool = DEFAULT_KEEP_PREVIOUS
     keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS
     keep_max_age_seconds: float | None = DEFAULT_KEEP_SNAPSHOTS_MAX_AGE
+    keep_daily: int = DEFAULT_KEEP_DAILY
 
     @property
     def generations_kept(self) -> int:
@@ -172,7 +186,13 @@ class SnapshotConfig:
             raise ValueError("SnapshotConfig.interval_seconds must be > 0")
         if self.min_interval_seconds < 0:
             raise ValueError("SnapshotConfig.min_interval_seconds must be >= 0")
+        if not self.compact_ratio > 0:
+            raise ValueError("SnapshotConfig.compact_ratio must be > 0 (a fraction of the database's size)")
+        if self.compact_deltas < 1:
+            raise ValueError("SnapshotConfig.compact_deltas must be >= 1")
         if self.keep_snapshots < 1:
             raise ValueError("SnapshotConfig.keep_snapshots must be >= 1 (the current generation is always kept)")
+        if self.keep_daily < 0:
+            raise ValueError("SnapshotConfig.keep_daily must be >= 0 (0: no daily rule)")
         if self.keep_max_age_seconds is not None and self.keep_max_age_seconds <= 0:
             raise ValueError("SnapshotConfig.keep_max_age_seconds must be > 0, or None for no age rule")

@@ -324,8 +324,7 @@ class BucketSQLite:
             self.database.create(None)
         else:
             try:
-                with self.history.fetched(source, keys=self.verify_keys) as path:
-                    self.database.create(path)
+                self.database.install(lambda path: self.history.fetch(source, path, keys=self.verify_keys))
             except SnapshotCorrupt as damage:
                 raise CurrentSnapshotCorrupt(damage, None) from None
         self._view_source = source
@@ -568,10 +567,10 @@ class BucketSQLite:
                 return self.replicator.force_flush()
             state = self.host.state()
             if state is not None and state.recorded_at >= asked:
-                changed = before is None or state.generation != before.generation
+                changed = before is None or state.point != before.point
                 return FlushResult(
                     uploaded=changed, reason="changed" if changed else "unchanged", generation=state.generation,
-                    at=state.recorded_at,
+                    at=state.recorded_at, point=state.point,
                 )  # fmt: skip
             if info is not None and info.fenced:
                 raise WriterFenced(info.fenced)
@@ -671,22 +670,19 @@ class BucketSQLite:
             return self.history.find(LATEST)
         validate_label(label)
         current = self.history.current()
-        record = current.record if current is not None else None
+        seq = current.record.seq if current is not None and current.record is not None else 0
         try:
-            if record is None:
-                # Nothing was flushed by this version yet (an empty or adopted database): label the image itself.
-                with temporary_copy_path("buckethead-label-") as image:
-                    conn = self.database.connect(autocommit=True)
-                    try:
-                        self.database.capture(conn, image)
-                    finally:
-                        conn.close()
-                    labelled = self.history.write(
-                        label, LABELLED, image, seq=0, writer=self.writer_id, signing_key=self.signing_key
-                    )
-            else:
-                labelled = self.history.copy(
-                    record, label, LABELLED, seq=record.seq, writer=self.writer_id, signing_key=self.signing_key
+            if self.history.store.head(self.history.record_key(label, LABELLED)) is not None:
+                raise FileExistsError(label)
+            # The state as it is now, whole: a label outlives the generation (and deltas) it was flushed in.
+            with temporary_copy_path("buckethead-label-") as image:
+                conn = self.database.connect(autocommit=True)
+                try:
+                    self.database.capture(conn, image)
+                finally:
+                    conn.close()
+                labelled = self.history.write(
+                    label, LABELLED, image, seq=seq, writer=self.writer_id, signing_key=self.signing_key
                 )
         except (PreconditionFailed, FileExistsError):
             raise FileExistsError(f"a snapshot labelled {label!r} already exists; choose another label") from None
@@ -744,7 +740,7 @@ class BucketSQLite:
             yield source
             return
         entry = self.history.find(source)
-        with self.history.fetched(entry.record, keys=self.verify_keys, progress=progress) as path:
+        with self.history.fetched(entry.record, keys=self.verify_keys, progress=progress, deltas=entry.deltas) as path:
             yield path
 
     def stats(self) -> dict[str, int]:

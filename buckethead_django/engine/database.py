@@ -33,11 +33,13 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BucketHeadError
+from .snapshot import page_size_of
+from .wal import WalPosition, current_position
 
 DATABASE_NAME = "buckethead.sqlite3"
 #: Where copies of the database that had to make way for the bucket's are kept, beside it.
@@ -263,13 +265,19 @@ class HostDatabase:
         It is built under a temporary name and renamed into place, so no
         other process ever opens a half-restored database.
         """
+        self.install(None if source is None else lambda building: copy_database_file(source, building))
+
+    def install(self, write: Callable[[Path], None] | None) -> None:
+        """Make the file from what ``write(path)`` puts at a path beside it (a whole, verified SQLite file; None:
+        an empty database), atomically: it is renamed into place once it is in WAL mode, so no other process
+        ever opens a half-restored database. A download written there directly is never copied again."""
         self.prepare()
         building = self.directory / f".{DATABASE_NAME}.{uuid.uuid4().hex}.building"
         try:
+            if write is not None:
+                write(building)
             conn = sqlite3.connect(building, isolation_level=None)
             try:
-                if source is not None:
-                    copy_database(source, conn)
                 conn.execute("PRAGMA journal_mode = WAL")
             finally:
                 conn.close()
@@ -297,7 +305,7 @@ class HostDatabase:
         conn = self.connect(autocommit=True)
         try:
             live = int(conn.execute("PRAGMA page_size").fetchone()[0])
-            if _page_size(source) == live:
+            if page_size_of(source) == live:
                 copy_database(source, conn)
                 return
             # A WAL database cannot take pages of another size: convert a copy first.
@@ -313,15 +321,19 @@ class HostDatabase:
         finally:
             conn.close()
 
-    def capture(self, conn: sqlite3.Connection, dest: Path) -> None:
+    def capture(self, conn: sqlite3.Connection, dest: Path) -> WalPosition:
         """Copy the database, as of one read transaction on ``conn``, to a new plain SQLite file ``dest``.
 
         Writers in every process go on meanwhile (WAL); the copy holds
         whole transactions only. ``conn`` must be in autocommit mode.
+        Returns a position of the WAL at or before the copy: every frame
+        after it that is not in the copy is newer than the copy.
         """
+        before = current_position(self.path)
         conn.execute("BEGIN")
         try:
             conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            during = current_position(self.path)
             out = sqlite3.connect(dest, isolation_level=None)
             try:
                 conn.backup(out)
@@ -331,6 +343,8 @@ class HostDatabase:
                 out.close()
         finally:
             conn.execute("COMMIT")
+        # Replaying frames the copy holds already is harmless; frames of a WAL restarted meanwhile are all newer.
+        return before if before.salts == during.salts else WalPosition(during.salts, 0)
 
     def set_aside(self, reason: str, why: str) -> Path:
         """Copy the live file beside it as ``set-aside/<reason>-<time>.sqlite3``, with ``why`` in a ``.why`` file
@@ -390,6 +404,15 @@ class HostDatabase:
             part.unlink(missing_ok=True)
 
 
+def copy_database_file(source: Path, dest: Path) -> None:
+    """Copy the database file at ``source`` to a new file ``dest`` through SQLite (a consistent copy)."""
+    conn = sqlite3.connect(dest, isolation_level=None)
+    try:
+        copy_database(source, conn)
+    finally:
+        conn.close()
+
+
 def copy_database(source: Path, into: sqlite3.Connection) -> None:
     """Replace the database behind ``into`` with the one at ``source`` (SQLite's backup API)."""
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
@@ -397,13 +420,6 @@ def copy_database(source: Path, into: sqlite3.Connection) -> None:
         src.backup(into)
     finally:
         src.close()
-
-
-def _page_size(path: Path) -> int:
-    with open(path, "rb") as f:
-        header = f.read(18)
-    size = int.from_bytes(header[16:18], "big")
-    return 65536 if size == 1 else size
 
 
 def _stat(path: Path) -> tuple[int, int, int]:

@@ -4,15 +4,22 @@ Given the snapshot key ``K`` (``bucketsqlite/snap.db`` by default)::
 
     K.current                            which generation is current, and which writer said so
     K.generations/<name>.json            a generation's signed record (see `record`)
-    K.generations/<name>.chunk0000       its data: the database image, in order
+    K.generations/<name>.chunk0000…      its base: the database image, in chunks, in order
+    K.generations/<name>.d00000001…      its deltas: the pages each later flush changed (see `delta`)
     K.labels/<label>.json, .chunk0000    a labelled copy, never pruned
     K, K.prev                            a buckethead 0.4.x snapshot, adopted as it is
 
 Every object but ``K.current`` is written once with a create-only write, so a
-flush can never overwrite a snapshot. A flush is committed by replacing
-``K.current`` conditionally on the version this writer last saw: a writer
-whose lease was taken over while it was paused finds that version gone and
-is fenced off, instead of silently rolling the bucket back. A crash at any
+flush can never overwrite a snapshot. A new generation (a new base) is
+committed by replacing ``K.current`` conditionally on the version this
+writer last saw: a writer whose lease was taken over while it was paused
+finds that version gone and is fenced off, instead of silently rolling the
+bucket back. A delta is committed by its own create-only write: deltas are
+numbered without gaps, and a writer that claims the bucket writes the next
+number itself (an empty delta), so a paused predecessor's next delta is
+refused and it is fenced off. The chain of a generation is its deltas from
+1 up to the first missing number; ``K.current`` also says how long the
+chain was when it was last written, a hint that saves nothing but time. A crash at any
 point leaves ``K.current`` naming a whole, verified generation. A generation
 that was never committed is never listed or offered for restore (see
 `lineage`), and the next writer deletes it.
@@ -39,18 +46,26 @@ from typing import TypeVar
 
 from .chunks import download_chunks, upload_chunks
 from .config import DEFAULT_CHUNK_BYTES
+from .delta import CONTENT_TYPE as DELTA_CONTENT_TYPE
+from .delta import Delta
+from .delta import apply as apply_deltas
+from .delta import decode as decode_delta
 from .errors import ObjectNotFound, SnapshotCorrupt
 from .lineage import generation_seq, uncommitted
 from .objectstore import ObjectStore, Progress, iter_objects
 from .objectstore.conditional import put_conditionally
-from .record import GENERATION, LABELLED, LEGACY, Chunk, SnapshotRecord
-from .snapshot import CONTENT_TYPE, validate
+from .record import DELTAS_FORMAT, GENERATION, LABELLED, LEGACY, Chunk, SnapshotRecord
+from .snapshot import CONTENT_TYPE, page_size_of, validate
 
 CURRENT_SUFFIX = ".current"
 GENERATIONS_INFIX = ".generations/"
 LABELS_INFIX = ".labels/"
 RECORD_SUFFIX = ".json"
 CHUNK_SUFFIX = ".chunk{index:04d}"
+DELTA_SUFFIX = ".d{seq:08d}"
+_DELTA = re.compile(r"\.d(\d{8})$")
+#: A restore point inside a generation: ``<generation>+<deltas applied>``.
+POINT_SEPARATOR = "+"
 LEGACY_PREVIOUS_SUFFIX = ".prev"
 
 LATEST, PREVIOUS = "latest", "previous"
@@ -79,6 +94,8 @@ class Current:
     updated_at: float
     etag: str
     next_seq: int = 0
+    #: How many deltas the committed generation had when this was written (more may have been committed since).
+    deltas: int = 0
 
     @property
     def seq(self) -> int:
@@ -98,6 +115,8 @@ class SnapshotEntry:
     signed: bool
     sha256: str
     record: SnapshotRecord
+    #: The deltas applied on the base: None for all the generation has (its newest point), 0 for the base alone.
+    deltas: int | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,42 @@ class GenerationObjects:
     created_at: float
     keys: tuple[str, ...]
     has_record: bool
+    #: Its chain of deltas, from 1 up to the first missing number: (number, when it was written).
+    deltas: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The end of a chain as a fetch applied it: the last delta's number and digest (0 and the base's SHA-256)."""
+
+    seq: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class Point:
+    """One restorable point: a generation's base and its first ``deltas`` deltas, as of ``at``."""
+
+    generation: SnapshotRecord
+    deltas: int
+    at: float
+    current: bool
+    #: The generation's newest point, which the generation's name alone also names.
+    newest: bool = False
+
+    @property
+    def name(self) -> str:
+        """``<generation>+<deltas>``; the generation's newest point goes by the generation's name."""
+        return self.generation.name if self.newest else point_name(self.generation.name, self.deltas)
+
+
+def point_name(generation: str, deltas: int) -> str:
+    return f"{generation}{POINT_SEPARATOR}{deltas}"
+
+
+def generation_of(point: str | None) -> str | None:
+    """The generation a point belongs to (a name without a point is returned as it is)."""
+    return None if point is None else point.partition(POINT_SEPARATOR)[0]
 
 
 # -- names ---------------------------------------------------------------------------------
@@ -143,12 +198,26 @@ def retained(
     keep: int,
     max_age_seconds: float | None,
     now: float,
+    daily: int = 0,
 ) -> set[str]:
-    """The generations retention keeps: the newest ``keep``, any younger than ``max_age_seconds``, the current one."""
+    """The generations retention keeps: the newest ``keep``, any younger than ``max_age_seconds``, the newest of
+    each of the last ``daily`` days (UTC), and the current one. A kept generation keeps all its deltas.
+
+    A generation's points reach until the next base, so the one before the oldest young one is kept too: every
+    flush younger than ``max_age_seconds`` stays restorable.
+    """
     newest_first = sorted(generations, key=lambda g: (g.seq, g.created_at), reverse=True)
     kept = {g.name for g in newest_first[: max(keep, 0)]}
     if max_age_seconds is not None:
-        kept |= {g.name for g in generations if now - g.created_at < max_age_seconds}
+        young = [i for i, g in enumerate(newest_first) if now - g.created_at < max_age_seconds]
+        reach = (max(young) + 1) if young else 0  # the newest generation older than the age reaches into it
+        kept |= {g.name for g in newest_first[: reach + 1]}
+    days: set[int] = set()
+    for g in newest_first:
+        day = int(g.created_at // 86400)
+        if now // 86400 - day < daily and day not in days:
+            days.add(day)
+            kept.add(g.name)
     if current is not None:
         kept.add(current)
     return kept
@@ -193,6 +262,10 @@ class History:
         """The key of chunk ``index`` of the generation or label ``name``."""
         return self._base(kind) + name + CHUNK_SUFFIX.format(index=index)
 
+    def delta_key(self, name: str, seq: int) -> str:
+        """The key of delta ``seq`` (from 1) of the generation ``name``."""
+        return self._base(GENERATION) + name + DELTA_SUFFIX.format(seq=seq)
+
     def _base(self, kind: str) -> str:
         return self.key + (GENERATIONS_INFIX if kind == GENERATION else LABELS_INFIX)
 
@@ -219,14 +292,19 @@ class History:
                 updated_at=float(raw.get("updated_at", 0)),
                 etag=info.etag,
                 next_seq=int(raw.get("next_seq", 0)),
+                deltas=int(raw.get("deltas", 0)),
             )
         except ObjectNotFound:
             return None
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise SnapshotCorrupt(self.current_key, f"it cannot be read ({exc!r})") from None
 
-    def commit(self, record: SnapshotRecord | None, writer: str, *, etag: str | None, next_seq: int) -> Current:
+    def commit(
+        self, record: SnapshotRecord | None, writer: str, *, etag: str | None, next_seq: int, deltas: int = 0
+    ) -> Current:
         """Make ``record`` current, only if ``K.current`` is still at ``etag`` (None: only if there is none).
+
+        ``deltas`` is how many deltas of ``record`` are committed so far (the hint readers start from).
 
         Raises `PreconditionFailed` when another writer changed it since: the caller has been fenced off.
         """
@@ -238,12 +316,15 @@ class History:
             "writer": writer,
             "updated_at": updated_at,
             "next_seq": next_seq,
+            "deltas": deltas,
         }
         data = json.dumps(body, sort_keys=True, indent=1).encode("utf-8")
         info = put_conditionally(
             self.store, self.current_key, data, writer=writer, if_match=etag, content_type="application/json"
         )
-        return Current(record=record, writer=writer, updated_at=updated_at, etag=info.etag, next_seq=next_seq)
+        return Current(
+            record=record, writer=writer, updated_at=updated_at, etag=info.etag, next_seq=next_seq, deltas=deltas
+        )
 
     def _committed(self) -> SnapshotRecord | None:
         """The committed generation's record, or None when there is none or ``K.current`` cannot be read."""
@@ -265,6 +346,7 @@ class History:
         writer: str,
         signing_key: bytes | None,
         parent: str | None = None,
+        parent_deltas: int = 0,
         progress: Progress | None = None,
     ) -> SnapshotRecord:
         """Upload ``source`` (a database image, or a file holding one) as a new snapshot and write its record.
@@ -298,16 +380,33 @@ class History:
             seq=seq,
             writer=writer,
             parent=parent,
+            parent_deltas=parent_deltas,
         ).signed_with(signing_key)
         return self._write_record(record)
 
     def copy(
-        self, source: SnapshotRecord, name: str, kind: str, *, seq: int, writer: str, signing_key: bytes | None
+        self,
+        source: SnapshotRecord,
+        name: str,
+        kind: str,
+        *,
+        seq: int,
+        writer: str,
+        signing_key: bytes | None,
+        keys: Sequence[bytes] = (),
+        deltas: int | None = None,
     ) -> SnapshotRecord:
-        """A new snapshot with the same content as ``source``, by server-side copies of its chunks.
+        """A new snapshot with the same content as ``source`` (and its first ``deltas`` deltas; None: all).
 
+        A base alone is copied server-side, chunk by chunk; with deltas the
+        point is downloaded, verified with ``keys`` and written whole.
         `FileExistsError` (or `PreconditionFailed`) when the name is taken.
         """
+        if source.kind == GENERATION and deltas != 0 and self.deltas(source.name)[: deltas or None]:
+            if self.store.head(self.record_key(name, kind)) is not None:
+                raise FileExistsError(self.record_key(name, kind))
+            with self.fetched(source, keys=keys, deltas=deltas) as image:
+                return self.write(name, kind, image, seq=seq, writer=writer, signing_key=signing_key)
         chunks = []
         for index, chunk in enumerate(source.chunks):
             target = self.chunk_key(name, kind, index)
@@ -332,6 +431,12 @@ class History:
         put_conditionally(self.store, target, record.to_json(), writer=record.writer, content_type="application/json")
         return replace(record, key=target)
 
+    def write_delta(self, name: str, seq: int, data: bytes, *, writer: str, digest: str) -> str:
+        """Commit delta ``seq`` of generation ``name`` (create-only): `PreconditionFailed` if that number is taken."""
+        target = self.delta_key(name, seq)
+        put_conditionally(self.store, target, data, writer=writer, sha256=digest, content_type=DELTA_CONTENT_TYPE)
+        return target
+
     def planned(self, name: str, seq: int) -> GenerationObjects:
         """The objects every generation called ``name`` has, before (or whether or not) they exist: its record and
         first chunk. An attempt that failed half-way may have more chunks: `with_every_object` finds them."""
@@ -352,13 +457,22 @@ class History:
     # -- reading snapshots -----------------------------------------------------------------------
 
     def fetch(
-        self, record: SnapshotRecord, dest: Path, *, keys: Sequence[bytes], progress: Progress | None = None
-    ) -> None:
+        self,
+        record: SnapshotRecord,
+        dest: Path,
+        *,
+        keys: Sequence[bytes],
+        progress: Progress | None = None,
+        deltas: int | None = None,
+    ) -> ChainHead:
         """Download ``record``'s snapshot to ``dest`` and prove it: HMAC, every SHA-256, SQLite's integrity check.
 
-        Raises `SnapshotCorrupt` naming the object at fault; ``dest`` is left
-        only when everything verified. 0.4.x snapshots have no record to sign,
-        so only their content is checked.
+        A generation's base is followed by its deltas: the first ``deltas``
+        of its chain (0: the base alone; None: all that are committed, see
+        `points`). Raises
+        `SnapshotCorrupt` naming the object at fault; ``dest`` is left only
+        when everything verified. 0.4.x snapshots have no record to sign, so
+        only their content is checked. Returns the end of the chain applied.
         """
         if record.kind != LEGACY:
             record.verify_signature(keys)
@@ -367,19 +481,72 @@ class History:
             whole = download_chunks(self.store, record.chunks, dest, progress=progress)
             if record.sha256 and whole != record.sha256:
                 raise SnapshotCorrupt(record.key or record.name, "the chunks together do not match its SHA-256")
-            validate(dest, record.chunks[0].key if len(record.chunks) == 1 else record.key)
+            head = ChainHead(0, record.sha256)
+            if record.kind == GENERATION and deltas is None:
+                deltas = max((p.deltas for p in self.points() if p.generation.name == record.name), default=0)
+            if record.kind == GENERATION and deltas != 0:
+                chain = self._read_chain(record, keys=keys, upto=deltas)
+                _check_page_size(dest, chain)
+                apply_deltas(chain, dest)
+                if chain:
+                    head = ChainHead(chain[-1].header.seq, chain[-1].digest)
+            validate(dest, record.chunks[0].key if len(record.chunks) == 1 and head.seq == 0 else record.key)
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
+        return head
+
+    def _read_chain(self, record: SnapshotRecord, *, keys: Sequence[bytes], upto: int | None) -> list[Delta]:
+        """Deltas 1 to ``upto`` (None: the whole chain) of ``record``, downloaded at once, each verified and linked."""
+        chain = self.deltas(record.name)
+        if upto is not None:
+            if upto > len(chain):
+                raise SnapshotCorrupt(
+                    self.delta_key(record.name, len(chain) + 1),
+                    f"the object is missing: generation {record.name} has {len(chain)} deltas, not {upto}",
+                )
+            chain = chain[:upto]
+
+        def read(seq: int) -> bytes:
+            try:
+                return self.store.get(self.delta_key(record.name, seq))
+            except ObjectNotFound:
+                raise SnapshotCorrupt(self.delta_key(record.name, seq), "the object is missing") from None
+
+        bodies = _concurrently(read, [seq for seq, _ in chain])
+        parent = record.sha256
+        applied: list[Delta] = []
+        for (seq, _), body in zip(chain, bodies, strict=True):
+            where = self.delta_key(record.name, seq)
+            try:
+                delta = decode_delta(body, key=where, keys=keys)
+                header = delta.header
+                if (header.generation, header.seq) != (record.name, seq):
+                    raise SnapshotCorrupt(where, f"it is delta {header.seq} of {header.generation!r}, moved here")
+                if header.parent != parent:
+                    raise SnapshotCorrupt(where, "it does not follow the delta before it (its parent digest differs)")
+            except SnapshotCorrupt as damage:
+                raise SnapshotCorrupt(
+                    where,
+                    f"{damage.reason}; the newest point before it is {point_name(record.name, seq - 1)}",
+                ) from None
+            applied.append(delta)
+            parent = delta.digest
+        return applied
 
     @contextlib.contextmanager
     def fetched(
-        self, record: SnapshotRecord, *, keys: Sequence[bytes], progress: Progress | None = None
+        self,
+        record: SnapshotRecord,
+        *,
+        keys: Sequence[bytes],
+        progress: Progress | None = None,
+        deltas: int | None = None,
     ) -> Iterator[Path]:
         """`fetch` into a temporary file that is removed afterwards."""
         with tempfile.TemporaryDirectory(prefix="buckethead-restore-") as tmp:
             path = Path(tmp) / "snapshot.db"
-            self.fetch(record, path, keys=keys, progress=progress)
+            self.fetch(record, path, keys=keys, progress=progress, deltas=deltas)
             yield path
 
     def legacy(self) -> list[SnapshotRecord]:
@@ -413,17 +580,26 @@ class History:
             name = info.key[len(base) :].split(".", 1)[0]
             if generation_seq(name) is not None:
                 found.setdefault(name, []).append((info.key, info.last_modified.timestamp()))
-        listed = [
-            GenerationObjects(
-                name=name,
-                seq=generation_seq(name) or 0,
-                created_at=min(t for _, t in objects),
-                keys=tuple(sorted(k for k, _ in objects)),
-                has_record=self.record_key(name, GENERATION) in {k for k, _ in objects},
+        listed = []
+        for name, objects in found.items():
+            record_key = self.record_key(name, GENERATION)
+            base_times = [t for k, t in objects if not _DELTA.search(k)]
+            listed.append(
+                GenerationObjects(
+                    name=name,
+                    seq=generation_seq(name) or 0,
+                    created_at=min(base_times or [t for _, t in objects]),
+                    keys=tuple(sorted(k for k, _ in objects)),
+                    has_record=record_key in {k for k, _ in objects},
+                    deltas=_chain_of(dict(objects)),
+                )
             )
-            for name, objects in found.items()
-        ]
         return sorted(listed, key=lambda g: (g.seq, g.created_at))
+
+    def deltas(self, name: str) -> tuple[tuple[int, float], ...]:
+        """The chain of deltas of generation ``name`` as the bucket holds it now: (number, when written)."""
+        prefix = self._base(GENERATION) + name + ".d"
+        return _chain_of({info.key: info.last_modified.timestamp() for info in iter_objects(self.store, prefix)})
 
     def records(self, kind: str) -> list[SnapshotRecord]:
         """Every readable record of ``kind`` (generations or labels), newest first; unreadable ones are skipped."""
@@ -452,62 +628,108 @@ class History:
         return [r for r in records if r.name not in never]
 
     def snapshots(self) -> list[SnapshotEntry]:
-        """Every restorable snapshot: generations newest first, then labels, then a 0.4.x snapshot if there is one."""
-        committed = self._committed()
-        current_name = committed.name if committed is not None else None
-        records = [*self._restorable(committed), *self.records(LABELLED), *self.legacy()]
-        return [_entry(r, r.kind == GENERATION and r.name == current_name) for r in records]
+        """Every restorable snapshot: each point newest first (see `points`), then labels, then a 0.4.x snapshot."""
+        entries = [_point_entry(p) for p in self.points()]
+        return [*entries, *(_entry(r, False) for r in (*self.records(LABELLED), *self.legacy()))]
 
-    def find(self, name: str) -> SnapshotEntry:
-        """The snapshot called ``name``: ``latest``, ``previous``, a generation, a label or ``legacy``.
-
-        KeyError if there is none (a generation that was never committed is none).
-        """
+    def points(self) -> list[Point]:
+        """Every restorable point, newest first: each committed generation's base, then each committed delta."""
         try:
             current = self.current()
         except SnapshotCorrupt:
-            if name in (LATEST, PREVIOUS):
-                raise KeyError(name) from None  # there is no telling which generation is current
             current = None
         committed = current.record if current is not None else None
-        if name in (LATEST, PREVIOUS) and committed is None:
-            name = LEGACY_LATEST if name == LATEST else LEGACY_PREVIOUS
-        if name == LATEST and committed is not None:
-            record = committed
-        elif name == PREVIOUS and committed is not None:
-            older = [r for r in self._restorable(committed) if r.seq < committed.seq]
-            if not older:
+        restorable = self._restorable(committed)
+        chains = {g.name: g.deltas for g in self.generations()}
+        ends = _chain_ends(restorable, current, chains)
+        found: list[Point] = []
+        for record in restorable:
+            chain = chains.get(record.name, ())[: ends[record.name]]
+            current_generation = committed is not None and record.name == committed.name
+            end = len(chain)
+            found.append(Point(record, 0, record.created_at, current_generation and not end, not end))
+            found.extend(
+                Point(record, seq, at, current_generation and seq == end, seq == end) for seq, at in chain
+            )  # fmt: skip
+        return sorted(found, key=lambda p: (p.generation.seq, p.deltas), reverse=True)
+
+    def committed_deltas(self, current: Current, chain: tuple[tuple[int, float], ...] | None = None) -> int:
+        """How many deltas of the current generation are committed (``chain``: its deltas as listed; None: list)."""
+        if current.record is None:
+            return 0
+        chains = {current.record.name: self.deltas(current.record.name) if chain is None else chain}
+        return _chain_ends([current.record], current, chains)[current.record.name]
+
+    def find_at(self, when: float) -> SnapshotEntry:
+        """The newest restorable point written at or before ``when`` (Unix time); KeyError if there is none."""
+        for point in self.points():
+            if point.at <= when:
+                return _point_entry(point)
+        raise KeyError(dt.datetime.fromtimestamp(when, tz=dt.UTC).isoformat())
+
+    def find(self, name: str) -> SnapshotEntry:
+        """The snapshot called ``name``: ``latest``, ``previous``, a point, a generation, a label or ``legacy``.
+
+        ``latest`` is the newest point and ``previous`` the one before it;
+        ``<generation>+<n>`` is a generation's base and first ``n`` deltas,
+        and a generation's name alone its newest point. KeyError if there is
+        none (a generation or delta that was never committed is none).
+        """
+        if name in (LATEST, PREVIOUS):
+            try:
+                current = self.current()
+            except SnapshotCorrupt:
+                raise KeyError(name) from None  # there is no telling which generation is current
+            if current is None or current.record is None:
+                return self.find(LEGACY_LATEST if name == LATEST else LEGACY_PREVIOUS)
+            points = self.points()
+            index = 0 if name == LATEST else 1
+            if len(points) <= index:
                 raise KeyError(name)
-            record = older[0]
-        elif name in (LEGACY_LATEST, LEGACY_PREVIOUS):
+            return _point_entry(points[index])
+        if name in (LEGACY_LATEST, LEGACY_PREVIOUS):
             found = [r for r in self.legacy() if r.name == name]
             if not found:
                 raise KeyError(name)
-            record = found[0]
-        elif generation_seq(name) is not None:
-            # A generation that was written but never committed is no snapshot of the bucket's history.
-            found = [r for r in self._restorable(committed) if r.name == name]
-            if not found:
+            return _entry(found[0], False)
+        generation, separator, count = name.rpartition(POINT_SEPARATOR)
+        if not separator:
+            generation, count = name, ""
+        if generation_seq(generation) is not None and (count.isdigit() or not count):
+            # A generation or delta that was written but never committed is no point of the bucket's history.
+            points = [p for p in self.points() if p.generation.name == generation]
+            if count:
+                points = [p for p in points if p.deltas == int(count)]
+            if not points:
                 raise KeyError(name)
-            record = found[0]
-        else:
-            try:
-                record = self._record(validate_label(name), LABELLED)
-            except (ValueError, ObjectNotFound):
-                raise KeyError(name) from None
-        return _entry(record, committed is not None and record.kind == GENERATION and record.name == committed.name)
+            return _point_entry(points[0])
+        try:
+            return _entry(self._record(validate_label(name), LABELLED), False)
+        except (ValueError, ObjectNotFound):
+            raise KeyError(name) from None
 
-    def newest_verifying(self, *, keys: Sequence[bytes], excluding: str | None = None) -> SnapshotRecord | None:
-        """The newest committed generation or label that passes every check (each candidate is downloaded), or None."""
-        candidates = [*self._restorable(self._committed()), *self.records(LABELLED)]
-        for record in sorted(candidates, key=lambda r: r.created_at, reverse=True):
-            if record.name == excluding:
+    def newest_verifying(self, *, keys: Sequence[bytes], excluding: str | None = None) -> str | None:
+        """The newest point or label that passes every check, or None. Each candidate is downloaded; a point
+        whose chain breaks at a delta offers the point before that delta."""
+        candidates: list[tuple[float, SnapshotEntry]] = []
+        newest: dict[str, Point] = {}
+        for point in self.points():
+            newest.setdefault(point.generation.name, point)
+        candidates += [(p.at, _point_entry(p)) for p in newest.values()]
+        candidates += [(r.created_at, _entry(r, False)) for r in self.records(LABELLED)]
+        for _, entry in sorted(candidates, key=lambda c: c[0], reverse=True):
+            if generation_of(entry.name) == excluding or entry.name == excluding:
                 continue
-            try:
-                with self.fetched(record, keys=keys):
-                    return record
-            except (SnapshotCorrupt, ObjectNotFound):
-                continue
+            deltas = entry.deltas
+            while True:
+                try:
+                    with self.fetched(entry.record, keys=keys, deltas=deltas):
+                        return entry.name if deltas == entry.deltas else point_name(entry.record.name, deltas or 0)
+                except (SnapshotCorrupt, ObjectNotFound) as damage:
+                    bad = _DELTA.search(getattr(damage, "key", "") or "")
+                    if bad is None or int(bad.group(1)) <= 1:
+                        break
+                    deltas = int(bad.group(1)) - 1  # the chain breaks there: the point before it may verify
         return None
 
     def unfinished(
@@ -529,6 +751,55 @@ class History:
         """Delete a generation's record first, so no record ever names a missing chunk, then its chunks."""
         for object_key in sorted(generation.keys, key=lambda k: not k.endswith(RECORD_SUFFIX)):
             self.store.delete(object_key)
+
+
+def _chain_ends(
+    records: Sequence[SnapshotRecord], current: Current | None, chains: dict[str, tuple[tuple[int, float], ...]]
+) -> dict[str, int]:
+    """How many deltas of each generation in ``records`` are committed.
+
+    All of its chain, but where a later generation says how far it followed
+    it (``parent_deltas``), and where another writer has claimed the bucket
+    since the current generation was written (``K.current`` then says how
+    long its chain was at the claim): a paused predecessor's later deltas
+    are never part of the history.
+    """
+    ends = {r.name: len(chains.get(r.name, ())) for r in records}
+    for record in records:
+        if record.parent in ends and record.format >= DELTAS_FORMAT:
+            ends[record.parent] = min(ends[record.parent], record.parent_deltas)
+    committed = current.record if current is not None else None
+    if current is not None and committed is not None and committed.name in ends and current.writer != committed.writer:
+        ends[committed.name] = min(ends[committed.name], current.deltas)
+    return ends
+
+
+def _point_entry(point: Point) -> SnapshotEntry:
+    return replace(
+        _entry(point.generation, point.current),
+        name=point.name,
+        last_modified=dt.datetime.fromtimestamp(point.at, tz=dt.UTC),
+        deltas=point.deltas,
+    )
+
+
+def _chain_of(objects: dict[str, float]) -> tuple[tuple[int, float], ...]:
+    """The deltas among ``objects`` (key -> when written) from number 1 up to the first missing one."""
+    numbered = {int(m.group(1)): t for key, t in objects.items() if (m := _DELTA.search(key))}
+    chain = []
+    while len(chain) + 1 in numbered:
+        chain.append((len(chain) + 1, numbered[len(chain) + 1]))
+    return tuple(chain)
+
+
+def _check_page_size(image: Path, chain: Sequence[Delta]) -> None:
+    size = page_size_of(image)
+    for delta in chain:
+        if delta.pages and delta.header.page_size != size:
+            raise SnapshotCorrupt(
+                f"{delta.header.generation} delta {delta.header.seq}",
+                f"its pages are {delta.header.page_size} bytes, the base's {size}",
+            )
 
 
 def _concurrently(call: Callable[[T], R], items: Sequence[T]) -> list[R]:

@@ -39,7 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from .database import Fingerprint
+from .history import POINT_SEPARATOR, generation_of
 from .processes import process_running, process_start_ticks
+from .wal import WalPosition
 
 REPLICATOR_LOCK = "replicator.lock"
 MEMBERS_LOCK = "members.lock"
@@ -130,40 +132,84 @@ class ReplicatorInfo:
 
 
 @dataclass(frozen=True)
+class Shipped:
+    """A point of the bucket's history the host's file equalled: what a new replicator continues from.
+
+    ``point`` is ``<generation>+<deltas>``; ``digest`` the SHA-256 its next
+    delta names as parent; ``position`` how far the WAL had been read for
+    it (None: unknown, so the next flush writes a new base).
+    """
+
+    point: str
+    digest: str = ""
+    position: WalPosition | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "point": self.point,
+            "digest": self.digest,
+            "position": None if self.position is None else self.position.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any] | str | None) -> Shipped | None:
+        if raw is None:
+            return None
+        if isinstance(raw, str):  # a version without deltas recorded the generation's name alone
+            return cls(point=raw if POINT_SEPARATOR in raw else f"{raw}{POINT_SEPARATOR}0")
+        position = raw.get("position")
+        return cls(
+            point=str(raw["point"]),
+            digest=str(raw.get("digest", "")),
+            position=None if position is None else WalPosition.from_json(position),
+        )
+
+
+@dataclass(frozen=True)
 class HostState:
     """What the host's database holds, as its replicator last recorded it.
 
-    ``generation`` is the bucket's generation the file equalled when it was
+    ``shipped`` is the bucket's point the file equalled when it was
     restored or last shipped (None: the bucket had none); ``fingerprint``
-    is how the file looked then, at ``recorded_at``. While a generation is
-    being committed, ``shipping`` names it and ``shipping_fingerprint`` is
-    how the file looked when it was copied: a replicator that dies between
+    is how the file looked then, at ``recorded_at``. While a flush is being
+    committed, ``shipping`` names its point and ``shipping_fingerprint`` is
+    how the file looked when it was read: a replicator that dies between
     the commit and the next record leaves that said. ``bucket`` names the
     bucket and key.
     """
 
     bucket: str
-    generation: str | None
+    shipped: Shipped | None
     fingerprint: Fingerprint
     recorded_at: float
-    shipping: str | None = None
+    shipping: Shipped | None = None
     shipping_fingerprint: Fingerprint | None = None
 
-    def fingerprint_of(self, generation: str | None) -> Fingerprint | None:
-        """How the file looked when it equalled ``generation``, if it ever did by this record; else None."""
-        if generation == self.generation:
-            return self.fingerprint
-        if self.shipping is not None and generation == self.shipping:
-            return self.shipping_fingerprint
+    @property
+    def point(self) -> str | None:
+        """The point the file equalled."""
+        return self.shipped.point if self.shipped is not None else None
+
+    @property
+    def generation(self) -> str | None:
+        """The generation of that point."""
+        return generation_of(self.point)
+
+    def find(self, point: str | None) -> tuple[Shipped, Fingerprint] | None:
+        """The record of ``point`` and how the file looked then, if the file ever equalled it by this record."""
+        if self.shipped is not None and point == self.shipped.point:
+            return self.shipped, self.fingerprint
+        if self.shipping is not None and self.shipping_fingerprint is not None and point == self.shipping.point:
+            return self.shipping, self.shipping_fingerprint
         return None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "bucket": self.bucket,
-            "generation": self.generation,
+            "shipped": None if self.shipped is None else self.shipped.to_json(),
             "fingerprint": self.fingerprint.to_list(),
             "recorded_at": self.recorded_at,
-            "shipping": self.shipping,
+            "shipping": None if self.shipping is None else self.shipping.to_json(),
             "shipping_fingerprint": None if self.shipping_fingerprint is None else self.shipping_fingerprint.to_list(),
         }
 
@@ -172,10 +218,10 @@ class HostState:
         shipping_fingerprint = raw.get("shipping_fingerprint")
         return cls(
             bucket=str(raw["bucket"]),
-            generation=None if raw.get("generation") is None else str(raw["generation"]),
+            shipped=Shipped.from_json(raw.get("shipped", raw.get("generation"))),
             fingerprint=Fingerprint.from_list(raw["fingerprint"]),
             recorded_at=float(raw.get("recorded_at", 0)),
-            shipping=None if raw.get("shipping") is None else str(raw["shipping"]),
+            shipping=Shipped.from_json(raw.get("shipping")),
             shipping_fingerprint=None if shipping_fingerprint is None else Fingerprint.from_list(shipping_fingerprint),
         )
 

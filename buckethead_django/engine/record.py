@@ -1,7 +1,7 @@
 """The snapshot record: what one snapshot consists of, and the proof that this engine wrote it.
 
-A record lists the snapshot's chunks in order (today always one; the format
-already allows several, so a later version can upload only what changed),
+A record lists the snapshot's chunks in order (a base image is uploaded and
+downloaded in several at once; see `chunks`),
 the SHA-256 of each chunk and of the whole database image, the generation it
 follows (its parent), and an HMAC over all of that. Loading a snapshot means checking the HMAC first (cache values
 are pickled: a snapshot someone else wrote would be code execution), then
@@ -19,9 +19,12 @@ from dataclasses import asdict, dataclass, field, replace
 
 from .errors import SnapshotCorrupt
 
-#: Format 2 added ``parent``; format 1 records (which have none) are still read and verified.
-FORMAT = 2
-READABLE_FORMATS = (1, 2)
+#: Format 2 added ``parent``; format 3 generations may be followed by deltas, which an older version would
+#: ignore, so it refuses them. Records of formats 1 and 2 (which have none) are still read and verified.
+FORMAT = 3
+#: The first format whose records say how many of their parent's deltas they follow (``parent_deltas``).
+DELTAS_FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 GENERATION, LABELLED, LEGACY = "generation", "labelled", "legacy"
 
 
@@ -48,6 +51,8 @@ class SnapshotRecord:
     writer: str = ""
     #: The generation that was current when this one was written: what it follows if it is committed.
     parent: str | None = None
+    #: How many of the parent's deltas it follows: the parent's points end there (format 3).
+    parent_deltas: int = 0
     hmac: str | None = None
     format: int = FORMAT
     #: The object this record was read from (not part of the record itself).
@@ -66,7 +71,9 @@ class SnapshotRecord:
         """The canonical bytes the HMAC covers: everything but the HMAC and the record's own key."""
         body = asdict(self)
         del body["hmac"], body["key"]
-        if self.format < FORMAT:
+        if self.format < 3:
+            del body["parent_deltas"]  # what formats 1 and 2 signed
+        if self.format < 2:
             del body["parent"]  # what format 1 signed
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
@@ -115,6 +122,7 @@ class SnapshotRecord:
                 seq=int(raw.get("seq", 0)),
                 writer=str(raw.get("writer", "")),
                 parent=None if raw.get("parent") is None else str(raw["parent"]),
+                parent_deltas=int(raw.get("parent_deltas", 0)),
                 hmac=None if raw.get("hmac") is None else str(raw["hmac"]),
                 format=int(raw["format"]),
                 key=key,

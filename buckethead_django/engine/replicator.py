@@ -37,6 +37,7 @@ from typing import NoReturn
 
 from .config import SnapshotConfig
 from .database import Fingerprint, HostDatabase, temporary_copy_path
+from .delta import encode as encode_delta
 from .errors import (
     CurrentSnapshotCorrupt,
     ObjectStoreError,
@@ -45,13 +46,24 @@ from .errors import (
     SnapshotError,
     WriterFenced,
 )
-from .history import LEGACY_LATEST, Current, GenerationObjects, History, new_generation_name, retained
-from .host import Host, HostState
+from .history import (
+    LEGACY_LATEST,
+    ChainHead,
+    Current,
+    GenerationObjects,
+    History,
+    generation_of,
+    new_generation_name,
+    point_name,
+    retained,
+)
+from .host import Host, HostState, Shipped
 from .interfaces import FileStore
 from .lease import LeaseKeeper
 from .objectstore import Progress
 from .record import GENERATION, SnapshotRecord
 from .retry import backoff
+from .wal import WalChanges, WalPosition, current_position, read_changes
 
 logger = logging.getLogger("buckethead_django.engine")
 
@@ -61,6 +73,8 @@ CLAIM_ATTEMPTS = 3
 REQUEST_POLL_SECONDS = 0.1
 #: What `Replicator._settle` did with the host's database file.
 INSTALLED, KEPT, FENCED = "installed", "kept", "fenced"
+#: The replicator folds the WAL into the database file once it holds this many frames (SQLite's own default).
+CHECKPOINT_FRAMES = 1000
 
 
 @dataclass(frozen=True)
@@ -71,9 +85,11 @@ class FlushResult:
     reason: str
     duration_seconds: float = 0.0
     bytes: int = 0
-    #: The generation the flush committed.
+    #: The generation the flush committed to.
     generation: str | None = None
     at: float = 0.0
+    #: The point it committed: ``<generation>+<deltas>`` (see `history.Point`).
+    point: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +158,21 @@ class Replicator:
         self._flushed_version: int | None = None
         #: True while the file holds changes no generation has (found at start, before any commit is seen).
         self._pending = False
+        #: The end of the committed chain of the current generation: what the next delta follows.
+        self._chain = ChainHead(0, "")
+        #: How far the WAL was read for that chain (None: unknown, so the next flush writes a base).
+        self._position: WalPosition | None = None
+        #: True once this replicator read the WAL while holding a pin: a restarted WAL then lost nothing unread.
+        self._continuous = False
+        #: Pages read from the WAL before a checkpoint, not shipped yet (see `_checkpoint`), and the size after them.
+        self._carry: dict[int, bytes] = {}
+        self._carry_db_pages = 0
+        #: False until this writer committed a generation of its own: it never adds to another writer's chain.
+        self._own_generation = False
+        #: Bytes of the deltas since the current generation's base: past a fraction of the database, a new base.
+        self._delta_bytes = 0
+        #: Read transactions that keep the WAL from being restarted before it is read (see `wal`).
+        self._pins: list[sqlite3.Connection] = []
         self._alone = False
         self._last_attempt = float("-inf")
         self._last_request = 0.0
@@ -159,6 +190,11 @@ class Replicator:
         """The generation the bucket's current record names, as this replicator last committed or claimed it."""
         return self._current.record if self._current is not None else None
 
+    @property
+    def current_point(self) -> str | None:
+        """The point (``<generation>+<deltas>``) the bucket's chain ends at, as this replicator last shipped it."""
+        return self._current_name()
+
     def announce(self) -> None:
         """Tell the host's other processes that the database is ready, and how this replicator fares."""
         with contextlib.suppress(OSError):  # a full directory: the others see a stale state, nothing is lost
@@ -170,7 +206,7 @@ class Replicator:
             fenced=None if self.fenced is None else str(self.fenced),
             last_error=None if self.last_error is None else str(self.last_error),
             last_upload_at=self.last_upload.at if self.last_upload is not None else None,
-            current_snapshot=self._current_name(),
+            current_snapshot=generation_of(self._current_name()),
         )
 
     # -- taking the role -------------------------------------------------------------------
@@ -190,24 +226,31 @@ class Replicator:
                 # Before reading, so that what is restored is what the previous writer flushed last.
                 self.lease.wait_until_free(wait=wait)
             current, listing = self._read_bucket()
-            settled, shipped = self._settle(current, alone=alone)
+            committed = current.record.name if current is not None and current.record is not None else None
+            chain = next((g.deltas for g in listing if g.name == committed), ())
+            if current is not None:
+                chain = chain[: self.history.committed_deltas(current, chain)]
+            settled, shipped = self._settle(current, chain, alone=alone)
             self._watch()
             if settled == FENCED:
                 return  # this host's file went its own way while other processes use it: ship nothing
             if settled == KEPT:
                 # Read before the file is looked at: a commit after this is seen by the watcher, one before by this.
                 self._flushed_version = self._data_version()
-                self._pending = shipped is None or self.database.fingerprint() != shipped
+                self._continue_from(shipped)
                 state = self.host.state()
                 if shipped is not None and state is not None:  # the bucket's copy was whole then
-                    committed = current.record.name if current is not None and current.record is not None else None
                     self.last_upload = FlushResult(
-                        uploaded=True, reason="changed", generation=committed, at=state.recorded_at
+                        uploaded=True,
+                        reason="changed",
+                        generation=generation_of(shipped[0].point),
+                        at=state.recorded_at,
+                        point=shipped[0].point,
                     )
             if self.lease.lease is None:
                 self.lease.take(wait=wait)
             try:
-                self._current = self._claim(current, listing)
+                self._current = self._claim(current, listing, deltas=len(chain))
             except PreconditionFailed:
                 continue  # another writer committed since it was read: read and decide again
             self._generations = self._drop_unfinished(listing, current)
@@ -224,6 +267,36 @@ class Replicator:
             )
             # A copy reads every page once: mapped, they would all count in this process's RSS, and stay there.
             self._capturer.execute("PRAGMA mmap_size = 0")
+            self._pin()
+
+    def _continue_from(self, shipped: tuple[Shipped, Fingerprint] | None) -> None:
+        """Take up the chain the host's file equalled (None: an adopted file, shipped whole at the first flush)."""
+        if shipped is None:
+            self._pending, self._position = True, None
+            return
+        point, looked = shipped
+        self._chain = ChainHead(int(point.point.rpartition("+")[2] or 0), point.digest)
+        if self.database.fingerprint() == looked:
+            # Nothing was written since: the WAL as it is now holds nothing unshipped.
+            self._pending, self._position, self._continuous = False, current_position(self.database.path), True
+        else:
+            self._pending, self._position = True, point.position
+
+    def _pin(self) -> sqlite3.Connection:
+        """Open a read transaction that keeps the WAL from being restarted; the older pins stay until `_unpin`."""
+        conn = self.database.connect(check_same_thread=False, autocommit=True)
+        conn.execute("PRAGMA mmap_size = 0")
+        conn.execute("BEGIN")
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        self._pins.append(conn)
+        return conn
+
+    def _unpin(self, *, keep: sqlite3.Connection | None = None) -> None:
+        """Close every pin but ``keep``."""
+        for conn in [c for c in self._pins if c is not keep]:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            self._pins.remove(conn)
 
     def baseline(self) -> None:
         """At the host's start, take what the file holds now as shipped, unless it has changes found at start.
@@ -237,7 +310,7 @@ class Replicator:
             return
         if not self._pending:
             self._flushed_version = self._data_version()
-            self._record(HostState(self.bucket_id, self._current_name(), self.database.fingerprint(), time.time()))
+            self._record_shipped(self.database.fingerprint(), time.time())
 
     def _source_name(self) -> str | None:
         return self.restored_from.name if self.restored_from is not None else None
@@ -253,7 +326,9 @@ class Replicator:
             raise CurrentSnapshotCorrupt(damage, self._newest_verifying(None))
         return current, listing
 
-    def _settle(self, current: Current | None, *, alone: bool) -> tuple[str, Fingerprint | None]:
+    def _settle(
+        self, current: Current | None, chain: tuple[tuple[int, float], ...], *, alone: bool
+    ) -> tuple[str, tuple[Shipped, Fingerprint] | None]:
         """Make the file hold what it must: `INSTALLED` the bucket's, `KEPT` as it is (it holds the bucket's
         current generation, maybe with changes since), or `FENCED` (it does not, but other processes use it).
 
@@ -264,22 +339,24 @@ class Replicator:
         if source is None:
             legacy = self.history.legacy()
             source = legacy[0] if legacy and legacy[0].name == LEGACY_LATEST else None
-        wanted = source.name if source is not None else None
+        wanted = None if source is None else point_name(source.name, len(chain))
         self.restored_from = source
         state = self.host.state()
         if not self.database.exists():
-            self._install(source)
+            self._install(source, len(chain))
             return INSTALLED, None
         damage = self.database.quick_check() if alone else []
         ours = state is not None and state.bucket == self.bucket_id
-        shipped = state.fingerprint_of(wanted) if ours else None  # type: ignore[union-attr]
+        shipped = state.find(wanted) if ours else None  # type: ignore[union-attr]
+        if shipped is not None and shipped[0].position is None and not shipped[0].digest and source is not None:
+            shipped = (replace(shipped[0], digest=source.sha256), shipped[1])  # recorded by a version without deltas
         if shipped is not None and not damage:
             self.restored_from = None  # nothing was restored: the host's copy is current
             return KEPT, shipped
         if not alone:
             self._fence_host(
                 f"this host's database does not hold the bucket's current generation {wanted!r} (it last held "
-                f"{state.generation if state else 'something of unknown origin'!r}): another host wrote the bucket "
+                f"{state.point if state else 'something of unknown origin'!r}): another host wrote the bucket "
                 "meanwhile. It keeps serving, but nothing it changes is shipped. Restart all of this host's "
                 "processes: its copy is then kept aside and the bucket's restored."
             )
@@ -300,26 +377,31 @@ class Replicator:
         elif self.database.fingerprint() != state.fingerprint:  # type: ignore[union-attr]
             self._put_aside(
                 "diverged",
-                f"it holds changes never shipped, and the bucket moved on from {state.generation!r} to "  # type: ignore[union-attr]
+                f"it holds changes never shipped, and the bucket moved on from {state.point!r} to "  # type: ignore[union-attr]
                 f"{wanted!r} (another host wrote it)",
             )
-        self._install(source)
+        self._install(source, len(chain))
         return INSTALLED, None
 
-    def _install(self, source: SnapshotRecord | None) -> None:
-        """Replace the file with ``source`` (verified first; None: an empty database). Nobody has it open."""
+    def _install(self, source: SnapshotRecord | None, deltas: int) -> None:
+        """Replace the file with ``source`` and its first ``deltas`` deltas (verified first; None: an empty
+        database). Nobody has it open."""
         if source is None:
             self.database.create(None)
         else:
             self.database.prepare()
             self.database.check_room(source.size)
+
+            def download(path: Path) -> None:
+                self._chain = self.history.fetch(source, path, keys=self.verify_keys, deltas=deltas)
+
             try:
-                with self.history.fetched(source, keys=self.verify_keys) as path:
-                    self.database.create(path)
+                self.database.install(download)  # straight into the host's directory: no second copy
             except SnapshotCorrupt as damage:
                 raise CurrentSnapshotCorrupt(damage, self._newest_verifying(source.name)) from None
         self.restored_from = source
-        self._pending = False
+        # A new file, opened by nobody yet: every frame its WAL will ever hold is a change after the chain's end.
+        self._pending, self._position, self._continuous = False, WalPosition(), True
 
     def _put_aside(self, reason: str, why: str) -> None:
         path = self.database.set_aside(reason, why)
@@ -332,11 +414,15 @@ class Replicator:
             path,
         )
 
-    def _claim(self, current: Current | None, listing: list[GenerationObjects]) -> Current:
+    def _claim(self, current: Current | None, listing: list[GenerationObjects], *, deltas: int) -> Current:
         """Make the current record name this writer, which fences off a predecessor that is merely paused.
 
         The claim skips the sequence number the predecessor would use next,
-        so a flush it still finishes can never share a number with one of ours.
+        so a flush it still finishes can never share a number with one of
+        ours; and it records how many ``deltas`` of the current generation
+        are committed, so a delta the predecessor still adds is never part
+        of the history. This writer ships its own changes in a generation
+        of its own, whose first flush is a new base.
         """
         used = max((g.seq for g in listing), default=0)
         next_seq = used + 1 if current is None else max(current.next_seq, current.seq + 1, used + 1) + 1
@@ -345,13 +431,22 @@ class Replicator:
             self.writer_id,
             etag=current.etag if current is not None else None,
             next_seq=next_seq,
+            deltas=deltas,
         )
         self._next_seq = next_seq
+        self._own_generation = False
+        if current is not None and current.record is not None and current.writer == current.record.writer:
+            # The generation's own writer was current until now: listed after the claim, a delta it wrote before
+            # it is counted, and any later one finds the current record changed and is never reported done (see
+            # `_still_current`). A chain an earlier claim cut stays cut.
+            listed = len(self.history.deltas(current.record.name))
+            if listed != deltas:
+                self.history.commit(current.record, self.writer_id, etag=claimed.etag, next_seq=next_seq, deltas=listed)
+                raise PreconditionFailed(self.history.current_key, "the predecessor committed more deltas meanwhile")
         return claimed
 
     def _newest_verifying(self, excluding: str | None) -> str | None:
-        good = self.history.newest_verifying(keys=self.verify_keys, excluding=excluding)
-        return good.name if good is not None else None
+        return self.history.newest_verifying(keys=self.verify_keys, excluding=excluding)
 
     def _drop_unfinished(self, listing: list[GenerationObjects], current: Current | None) -> list[GenerationObjects]:
         """Delete the generations that were never committed (see `History.unfinished`); return the others."""
@@ -371,15 +466,17 @@ class Replicator:
         except SnapshotCorrupt:
             info = self.history.store.head(self.history.current_key)
             current = None if info is None else Current(record=None, writer="", updated_at=0.0, etag=info.etag)
-        self._current = self._claim(current, self._generations)
+        deltas = self.history.committed_deltas(current) if current is not None else 0
+        self._current = self._claim(current, self._generations, deltas=deltas)
+        self._chain = ChainHead(deltas, "")
         return self._commit_generation(source)
 
     # -- shipping ------------------------------------------------------------------------------
 
     @property
     def dirty(self) -> bool:
-        """True if something was committed (by any process) since the last generation. Costs one pragma."""
-        return self._pending or self._data_version() != self._flushed_version
+        """True if something was committed (by any process) since the last flush. Costs one pragma."""
+        return self._pending or bool(self._carry) or self._data_version() != self._flushed_version
 
     def flush(self) -> FlushResult:
         """Ship now unless a flush was attempted less than ``min_interval_seconds`` ago or nothing changed."""
@@ -389,10 +486,14 @@ class Replicator:
         return self.force_flush()
 
     def force_flush(self, *, progress: Progress | None = None) -> FlushResult:
-        """Commit a new generation now if anything changed since the last one, ignoring the debounce.
+        """Ship what changed since the last flush now (a delta, or a new base), ignoring the debounce.
 
         Raises `WriterFenced` once another host has taken the bucket over.
+        A lease that is due is renewed first: a writer that was paused past
+        its lease learns it was taken over before it ships anything.
         """
+        if self.fenced is None and time.monotonic() >= self.lease.due():
+            self.renew_lease()
         with self._flush_lock:
             self._last_attempt = time.monotonic()
             if self.fenced is not None:
@@ -409,40 +510,179 @@ class Replicator:
                 # Nothing changed since the last generation, so it already records every pending deletion.
                 if files is not None:
                     self._delete_unreferenced_blobs(files.pending_deletions())
-                self._record(HostState(self.bucket_id, self._current_name(), seen, seen_at))
-                self.last_flush = FlushResult(uploaded=False, reason="unchanged", at=time.time())
-                self.callbacks.call(self.callbacks.on_flush_skipped, "unchanged")
-                return self.last_flush
+                return self._unchanged(seen, seen_at)
             self.callbacks.call(self.callbacks.on_flush_start)
             started = time.perf_counter()
             doomed = files.pending_deletions() if files is not None else []  # their row deletions precede the capture
+            # Before the WAL is read: from now on it cannot be restarted before what is read here is shipped.
+            pin = self._pin()
             try:
-                with temporary_copy_path("buckethead-flush-") as image:
-                    version = self._capture(image)
-                    size = image.stat().st_size
-                    record = self._commit_generation(image, progress, seen=seen)
+                version = self._data_version()
+                changes = self._read_wal()
+                size = self._ship(changes, seen, progress) if changes is not None else self._ship_base(seen, progress)
             except PreconditionFailed as exc:
+                self._drop_pin(pin)
                 self._fence(exc)
             except Exception as exc:  # noqa: BLE001 - _failed() records it and raises it again
+                self._drop_pin(pin)
                 self._failed(exc)
-            duration = time.perf_counter() - started
+            self._unpin(keep=pin)
+            self._continuous = True
             self._flushed_version, self._pending = version, False
-            self._record(HostState(self.bucket_id, record.name, seen, seen_at))
+            if size is None:  # the commits seen changed no page (a checkpoint moved the file, say)
+                return self._unchanged(seen, seen_at)
+            duration = time.perf_counter() - started
+            self._record_shipped(seen, seen_at)
             self.last_error = None
             self._failures, self._retry_at = 0, None
             result = self.last_flush = self.last_upload = FlushResult(
-                uploaded=True, reason="changed", duration_seconds=duration, bytes=size, generation=record.name,
-                at=time.time(),
+                uploaded=True, reason="changed", duration_seconds=duration, bytes=size,
+                generation=generation_of(self._current_name()), at=time.time(), point=self._current_name(),
             )  # fmt: skip
             self._delete_unreferenced_blobs(doomed)
             self._apply_retention()
+            if current_position(self.database.path).frame >= CHECKPOINT_FRAMES:
+                self._checkpoint()
         self.announce()
         self.callbacks.call(self.callbacks.on_flush_complete, duration, size)
         return result
 
-    def _current_name(self) -> str | None:
+    def _unchanged(self, seen: Fingerprint, seen_at: float) -> FlushResult:
+        self._record_shipped(seen, seen_at)
+        self.last_flush = FlushResult(uploaded=False, reason="unchanged", at=time.time())
+        self.callbacks.call(self.callbacks.on_flush_skipped, "unchanged")
+        return self.last_flush
+
+    def _read_wal(self) -> WalChanges | None:
+        """What was committed since the chain's end, or None when only a new base can ship it."""
         record = self.current_record
-        return record.name if record is not None else self._source_name()
+        if record is None or not self._own_generation or self._position is None or not self._chain.digest:
+            return None  # no generation of this writer's to follow yet, or no telling what was shipped
+        changes = read_changes(self.database.path, self._position)
+        if changes.restarted and not self._continuous:
+            return None  # the WAL was restarted while no replicator held it: frames may be lost, ship everything
+        pages = len(self._carry.keys() | changes.pages.keys())
+        page_size = changes.page_size or self._page_size()
+        db_bytes = (changes.db_pages or self._carry_db_pages) * page_size or self.database.size_bytes()
+        config = self.snapshot_config
+        if self._chain.seq + 1 > config.compact_deltas or self._delta_bytes + pages * page_size > (
+            config.compact_ratio * db_bytes
+        ):
+            return None  # compaction: the deltas since the base have grown past a fraction of the database
+        return changes
+
+    def _ship(self, changes: WalChanges, seen: Fingerprint, progress: Progress | None) -> int | None:
+        """Commit the pages changed since the chain's end as its next delta; None when no page changed."""
+        pages = {**self._carry, **changes.pages}
+        if not pages:
+            self._position = changes.end
+            return None
+        record = self.current_record
+        if record is None:
+            raise SnapshotError("a delta needs a committed generation to follow")
+        seq = self._chain.seq + 1
+        data, delta = encode_delta(
+            generation=record.name, seq=seq, created_at=time.time(), writer=self.writer_id, parent=self._chain.digest,
+            page_size=changes.page_size or self._page_size(), db_pages=changes.db_pages or self._carry_db_pages,
+            pages=pages, signing_key=self.signing_key,
+        )  # fmt: skip
+        shipping = Shipped(point_name(record.name, seq), delta.digest, changes.end)
+        state = self.host.state()
+        if state is not None:
+            self._record(replace(state, shipping=shipping, shipping_fingerprint=seen))
+        key = self.history.write_delta(record.name, seq, data, writer=self.writer_id, digest=delta.digest)
+        if progress is not None:
+            progress(len(data))
+        self._chain, self._position = ChainHead(seq, delta.digest), changes.end
+        self._carry, self._carry_db_pages = {}, 0
+        self._delta_bytes += len(data)
+        self._generations = [
+            replace(g, keys=(*g.keys, key)) if g.name == record.name else g for g in self._generations
+        ]  # fmt: skip
+        self._still_current()
+        return len(data)
+
+    def _still_current(self) -> None:
+        """Raise `PreconditionFailed` if another writer has claimed the bucket since this one committed.
+
+        A delta is committed by its own write, which no other writer's claim
+        can refuse; a claim lists the chain only after it has replaced the
+        current record. So a delta followed by a current record still as
+        this writer left it is part of the history for good, and only then
+        is the flush reported done. Otherwise it may fall after the claim's
+        cut: the flush fails and this host is fenced, with its data kept.
+        """
+        current = self._current
+        info = self.history.store.head(self.history.current_key)
+        if current is None or info is None or info.etag != current.etag:
+            raise PreconditionFailed(self.history.current_key, "another writer replaced the current record")
+
+    def _ship_base(self, seen: Fingerprint, progress: Progress | None) -> int:
+        """Commit the whole database as a new generation: its chain starts where the copy was read."""
+        with temporary_copy_path("buckethead-flush-") as image:
+            start = self._capture(image)
+            size = image.stat().st_size
+            record = self._commit_generation(image, progress, seen=seen)
+        self._chain, self._position, self._delta_bytes = ChainHead(0, record.sha256), start, 0
+        self._carry, self._carry_db_pages = {}, 0
+        self._own_generation = True
+        return size
+
+    def _page_size(self) -> int:
+        with self._watch_lock:
+            return int(self._require_watcher().execute("PRAGMA page_size").fetchone()[0])
+
+    def _checkpoint(self) -> None:
+        """Fold the WAL into the file so that the next writer starts it afresh, losing no frame unread.
+
+        Under the write lock nothing more is committed: the frames committed
+        since the last read are read (and shipped with the next delta), the
+        pins are let go, a passive checkpoint copies every frame into the
+        file, and a new pin is taken before the lock is released.
+        """
+        conn = self._capturer
+        if conn is None or self._position is None:
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return  # a writer kept its transaction open: the next flush tries again
+        try:
+            changes = read_changes(self.database.path, self._position)
+            self._carry.update(changes.pages)
+            self._carry_db_pages = changes.db_pages or self._carry_db_pages
+            self._position = changes.end
+            self._unpin()
+            with self._watch_lock:
+                self._require_watcher().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._pin()
+        except sqlite3.Error as exc:
+            logger.warning("BucketSQLite could not checkpoint the host's database: %s", exc)
+            if not self._pins:
+                self._pin()
+        finally:
+            conn.execute("ROLLBACK")
+
+    def _drop_pin(self, pin: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            pin.close()
+        if pin in self._pins:
+            self._pins.remove(pin)
+
+    def _record_shipped(self, seen: Fingerprint, seen_at: float) -> None:
+        name = self._current_name()
+        shipped = None
+        if name is not None:
+            shipped = Shipped(name, self._chain.digest, self._position)
+        self._record(HostState(self.bucket_id, shipped, seen, seen_at))
+
+    def _current_name(self) -> str | None:
+        """The point the bucket's chain ends at, as this replicator committed it (or the source it restored)."""
+        record = self.current_record
+        if record is not None:
+            return point_name(record.name, self._chain.seq)
+        source = self._source_name()
+        return None if source is None else point_name(source, 0)
 
     def _record(self, state: HostState) -> None:
         """Write down what the file holds (see `HostState`).
@@ -455,14 +695,11 @@ class Replicator:
         except OSError as exc:
             logger.warning("BucketSQLite could not record what the host's database holds: %s", exc)
 
-    def _capture(self, image: Path) -> int:
-        """Copy the database to ``image``; the watcher's version it holds at least (a later commit may be in it too,
-        and is then shipped again, never missed)."""
+    def _capture(self, image: Path) -> WalPosition:
+        """Copy the database to ``image``; the WAL position a chain following the copy starts from."""
         if self._capturer is None:
             raise SnapshotError("this replicator is not attached to the host's database")
-        version = self._data_version()
-        self.database.capture(self._capturer, image)
-        return version
+        return self.database.capture(self._capturer, image)
 
     def _commit_generation(
         self, source: Path, progress: Progress | None = None, *, seen: Fingerprint | None = None
@@ -484,11 +721,13 @@ class Replicator:
         try:
             record = self.history.write(
                 attempt.name, GENERATION, source, seq=seq, writer=self.writer_id, signing_key=self.signing_key,
-                parent=current.record.name if current.record is not None else None, progress=progress,
+                parent=current.record.name if current.record is not None else None, parent_deltas=self._chain.seq,
+                progress=progress,
             )  # fmt: skip
             state = self.host.state()
             if seen is not None and state is not None:
-                self._record(replace(state, shipping=record.name, shipping_fingerprint=seen))
+                shipping = Shipped(point_name(record.name, 0), record.sha256, None)
+                self._record(replace(state, shipping=shipping, shipping_fingerprint=seen))
             self._current = self.history.commit(record, self.writer_id, etag=current.etag, next_seq=seq + 1)
         except BaseException:
             self._abandoned.append(attempt)
@@ -514,6 +753,7 @@ class Replicator:
             keep=self.snapshot_config.generations_kept,
             max_age_seconds=self.snapshot_config.keep_max_age_seconds,
             now=time.time(),
+            daily=self.snapshot_config.keep_daily,
         )
         for generation in [g for g in self._generations if g.name not in keep]:
             try:
@@ -661,6 +901,7 @@ class Replicator:
         """
         if self.fenced is not None or self.dirty:
             return
+        self._unpin()
         try:
             with self._watch_lock:
                 self._require_watcher().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
@@ -668,10 +909,12 @@ class Replicator:
             logger.warning("BucketSQLite could not checkpoint the host's database at exit: %s", exc)
             return
         if not self.dirty:
-            self._record(HostState(self.bucket_id, self._current_name(), self.database.fingerprint(), time.time()))
+            self._position = current_position(self.database.path)
+            self._record_shipped(self.database.fingerprint(), time.time())
 
     def close(self) -> None:
         self.stop_loop()
+        self._unpin()
         for conn in (self._watcher, self._capturer):
             if conn is not None:
                 conn.close()

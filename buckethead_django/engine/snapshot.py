@@ -60,6 +60,16 @@ def load(path: Path, into: sqlite3.Connection) -> None:
         src.close()
 
 
+def page_size_of(path: Path) -> int:
+    """The page size a SQLite file's header gives (0 when it is no SQLite file)."""
+    with open(path, "rb") as f:
+        header = f.read(100)
+    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
+        return 0
+    size = int.from_bytes(header[16:18], "big")
+    return 65536 if size == 1 else size
+
+
 def validate(path: Path, key: str) -> None:
     """Raise `SnapshotCorrupt` unless ``path`` holds a whole SQLite database that passes integrity_check."""
     size = path.stat().st_size

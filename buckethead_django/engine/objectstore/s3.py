@@ -218,6 +218,15 @@ class S3ObjectStore:
             return self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
     def get_to(self, key: str, dest: Path | BinaryIO, *, progress: Progress | None = None) -> ObjectInfo:
+        if not isinstance(dest, Path) and not _seekable(dest):
+            # boto3's ordered download into a stream that cannot seek deadlocks past about ten parts (its
+            # in-memory window waits for the first part, which it reads only afterwards): one GET, which also
+            # says what the object is, so no HEAD first (a snapshot's chunks and deltas are read this way).
+            with self._errors(key):
+                response = self._client.get_object(Bucket=self.bucket, Key=key)
+                with closing(response["Body"]) as body:
+                    copy_stream(body, dest, progress=progress)
+            return _info(key, response)
         info = self.head(key)
         if info is None:
             raise ObjectNotFound(key)
@@ -230,17 +239,12 @@ class S3ObjectStore:
                         self.bucket, key, str(dest), Config=config, Callback=progress
                     )
                 )
-            elif _seekable(dest):
+            else:
                 self._transfer_with(
                     lambda config: self._client.download_fileobj(
                         self.bucket, key, dest, Config=config, Callback=progress
                     )
                 )
-            else:
-                # boto3's ordered download into a stream that cannot seek deadlocks past about ten parts
-                # (its in-memory window waits for the first part, which it reads only afterwards): one GET.
-                with closing(self._client.get_object(Bucket=self.bucket, Key=key)["Body"]) as body:
-                    copy_stream(body, dest, progress=progress)
         return info
 
     def open(self, key: str) -> BinaryIO:
@@ -253,14 +257,7 @@ class S3ObjectStore:
                 r = self._client.head_object(Bucket=self.bucket, Key=key)
         except ObjectNotFound:
             return None
-        return ObjectInfo(
-            key=key,
-            size=int(r["ContentLength"]),
-            etag=r["ETag"],
-            last_modified=r["LastModified"],
-            metadata=dict(r.get("Metadata") or {}),
-            content_type=r.get("ContentType"),
-        )
+        return _info(key, r)
 
     def copy(self, src: str, dst: str) -> ObjectInfo:
         with self._errors(src):
@@ -287,6 +284,18 @@ class S3ObjectStore:
             for o in r.get("Contents", [])
         ]
         return ListPage(objects=objects, next_token=r.get("NextContinuationToken") if r.get("IsTruncated") else None)
+
+
+def _info(key: str, response: Mapping[str, Any]) -> ObjectInfo:
+    """What a HEAD's or a GET's response says of the object."""
+    return ObjectInfo(
+        key=key,
+        size=int(response["ContentLength"]),
+        etag=response["ETag"],
+        last_modified=response["LastModified"],
+        metadata=dict(response.get("Metadata") or {}),
+        content_type=response.get("ContentType"),
+    )
 
 
 @contextmanager

@@ -129,12 +129,17 @@ class Command(BaseCommand):
         snapshot.add_argument(
             "--label", metavar="NAME", help="Keep the snapshot under this name (default: manual-<UTC time>)."
         )
-        _add(
+        history = _add(
             commands,
             parser,
             "history",
             "Every restorable snapshot: the generations, newest first (the current one marked), then labelled ones.",
             self.history,
+        )
+        history.add_argument(
+            "--points",
+            action="store_true",
+            help="List every restorable point instead: each generation's base and each flush after it.",
         )
         restore = _add(
             commands,
@@ -149,6 +154,12 @@ class Command(BaseCommand):
             "snapshot", nargs="?", metavar="SNAPSHOT", help="A name shown by `history`, or latest or previous."
         )
         restore.add_argument("--file", type=Path, metavar="PATH", help="Restore this local SQLite file instead.")
+        restore.add_argument(
+            "--at",
+            metavar="TIME",
+            help="Restore the newest point flushed at or before TIME: an ISO 8601 time (UTC unless it names a "
+            "zone), or an age such as --at=-90s, --at=-10m, --at=-2h or --at=-1d.",
+        )
         restore.add_argument(
             "--to-file",
             type=Path,
@@ -281,6 +292,7 @@ class Command(BaseCommand):
                 "count": kept,
                 "keep_snapshots": retention.keep_snapshots,
                 "keep_snapshots_max_age": retention.keep_max_age_seconds,
+                "keep_daily": retention.keep_daily,
                 "keep_previous": retention.keep_previous,
             },
             "writer": None if lease is None else _lease_data(lease, bucket),
@@ -358,6 +370,9 @@ class Command(BaseCommand):
     def history(self, options: Options) -> None:
         """Every restorable snapshot: generations newest first (the current one marked), labels, a 0.4.x one."""
         bucket = Bucket.open()
+        if options["points"]:
+            self._points(options, bucket)
+            return
         entries = bucket.history.snapshots()
         if not entries:
             lines = [f"No snapshots yet in {bucket.describe()}."]
@@ -380,6 +395,37 @@ class Command(BaseCommand):
                 "with `manage.py buckethead restore NAME`.",
             )
         self._emit(options, [_entry_data(e) for e in entries], lines)
+
+    def _points(self, options: Options, bucket: Bucket) -> None:
+        points = bucket.history.points()
+        rows = [
+            (
+                p.name,
+                "current" if p.current else ("base" if p.deltas == 0 else "flush"),
+                display.when(display.utc(p.at)),
+            )
+            for p in points
+        ]
+        lines = (
+            display.table(("POINT", "KIND", "WRITTEN"), rows) if rows else [f"No snapshots yet in {bucket.describe()}."]
+        )
+        if rows:
+            self._note(
+                options,
+                "Restore a point with `manage.py buckethead restore POINT`, or the newest one at or before a time "
+                "with `manage.py buckethead restore --at TIME`.",
+            )
+        data = [
+            {
+                "name": p.name,
+                "generation": p.generation.name,
+                "deltas": p.deltas,
+                "at": display.utc(p.at),
+                "current": p.current,
+            }
+            for p in points
+        ]
+        self._emit(options, data, lines)
 
     # -- snapshot --------------------------------------------------------------------------
 
@@ -454,6 +500,10 @@ class Command(BaseCommand):
         """Replace the host's database with a snapshot or a local file; or, with --to-file, only download one."""
         name: str | None = options["snapshot"]
         file: Path | None = options["file"]
+        if options["at"] is not None:
+            if name is not None or file is not None:
+                raise CommandError("give a snapshot's name, --at TIME or --file PATH, not several")
+            name = self._point_at(self._bucket(), options["at"])
         if options["to_file"] is not None:
             if file is not None:
                 raise CommandError("--to-file downloads a snapshot from the bucket; it cannot be used with --file")
@@ -562,13 +612,25 @@ class Command(BaseCommand):
         _, keys = bucket.signing_keys()
         with ProgressBar(self.stderr, f"Downloading {name}", entry.size) as bar:
             try:
-                bucket.history.fetch(entry.record, dest, keys=keys, progress=bar)
+                bucket.history.fetch(entry.record, dest, keys=keys, progress=bar, deltas=entry.deltas)
             except SnapshotCorrupt as exc:
                 raise CommandError(
                     f"snapshot {name!r} failed verification ({exc.reason}); nothing was written to {dest}"
                 ) from None
         lines = [f"Downloaded {_describe(name, entry)} to {dest}.", f"Inspect it with: sqlite3 {dest}"]
         self._emit(options, {"snapshot": _entry_data(entry), "path": str(dest)}, lines)
+
+    def _point_at(self, bucket: Bucket, text: str) -> str:
+        """The name of the newest restorable point flushed at or before the time ``text`` gives."""
+        when = parse_when(text, now=time.time())
+        try:
+            return bucket.history.find_at(when).name
+        except KeyError:
+            raise CommandError(
+                f"no restorable point of {bucket.describe()} was flushed at or before "
+                f"{display.when(display.utc(when))}; "
+                "`manage.py buckethead history --points` lists them"
+            ) from None
 
     def _find_snapshot(self, bucket: Bucket, name: str) -> SnapshotEntry:
         try:
@@ -958,6 +1020,27 @@ def _check_sqlite_file(path: Path) -> str:
     return f"the file {path} ({display.size(size)})"
 
 
+_AGE = re.compile(r"^-(\d+(?:\.\d+)?)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_when(text: str, *, now: float) -> float:
+    """Unix time from an ISO 8601 time (UTC unless it names a zone) or an age like ``-10m``; CommandError if neither."""
+    text = text.strip()
+    if match := _AGE.match(text):
+        return now - float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(
+            f"--at {text!r} is not a time: give an ISO 8601 time such as 2026-11-30T14:05:00Z, or an age such as "
+            "-90s, -10m, -2h or -1d"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
 def _copy_to_label(bucket: Bucket, source: SnapshotEntry, label: str) -> SnapshotEntry:
     """Keep ``source`` under ``label`` by server-side copies, signed by this process; the live data is untouched.
 
@@ -976,6 +1059,8 @@ def _copy_to_label(bucket: Bucket, source: SnapshotEntry, label: str) -> Snapsho
             seq=source.record.seq,
             writer=f"{socket.gethostname()}:{os.getpid()} (manage.py buckethead snapshot)",
             signing_key=signing_key,
+            keys=keys,
+            deltas=source.deltas,
         )
     except (FileExistsError, PreconditionFailed):
         raise CommandError(f"a snapshot labelled {label!r} already exists; choose another label") from None
@@ -1013,8 +1098,10 @@ def _latest_lines(latest: SnapshotEntry | None, unreadable: str | None) -> list[
 def _retention_line(kept: int, config: SnapshotConfig) -> str:
     rule = f"retention keeps the newest {config.generations_kept}"
     if config.keep_max_age_seconds is not None:
-        rule += f" and any younger than {display.duration(config.keep_max_age_seconds)}"
-    return f"{kept} in the bucket; {rule} (and every labelled snapshot)"
+        rule += f", any younger than {display.duration(config.keep_max_age_seconds)}"
+    if config.keep_daily:
+        rule += f", the newest of each of {config.keep_daily} days"
+    return f"{kept} in the bucket; {rule} (each with all its points, and every labelled snapshot)"
 
 
 def _health_line(health: EngineHealth) -> str:
