@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "KEEP_SNAPSHOTS": engine_config.DEFAULT_KEEP_SNAPSHOTS,
     "KEEP_SNAPSHOTS_MAX_AGE": engine_config.DEFAULT_KEEP_SNAPSHOTS_MAX_AGE,
     "KEEP_DAILY": engine_config.DEFAULT_KEEP_DAILY,
+    "KEEP_PRE_RESTORE": engine_config.DEFAULT_KEEP_PRE_RESTORE,
     "SIGNING_KEY": None,
     "LEASE_SECONDS": engine_config.DEFAULT_LEASE_SECONDS,
     "LEASE_WAIT": engine_config.DEFAULT_LEASE_WAIT,
@@ -68,7 +69,7 @@ DEFAULTS: dict[str, Any] = {
 _SECRETS = {"SECRET_ACCESS_KEY", "SESSION_TOKEN", "SIGNING_KEY"}
 _POSITIVE = {"FLUSH_INTERVAL", "LEASE_SECONDS", "BUSY_TIMEOUT", "KV_MAX_VALUE_BYTES", "MAX_ATTEMPTS", "CONNECT_TIMEOUT",
              "READ_TIMEOUT", "QUERYSTRING_EXPIRE", "KEEP_SNAPSHOTS", "KEEP_SNAPSHOTS_MAX_AGE", "COMPACT_RATIO",
-             "COMPACT_DELTAS"}  # fmt: skip
+             "COMPACT_DELTAS", "KEEP_PRE_RESTORE"}  # fmt: skip
 #: Keys whose None, given in the settings, turns a rule off instead of meaning "the default".
 _NONE_TURNS_OFF = {"KEEP_SNAPSHOTS_MAX_AGE"}
 _NOT_NEGATIVE = {"MIN_FLUSH_INTERVAL", "LEASE_WAIT", "STARTUP_TIMEOUT", "KEEP_DAILY"}
@@ -152,6 +153,7 @@ class BucketHeadSettings:
             keep_snapshots=int(self.values["KEEP_SNAPSHOTS"]),
             keep_max_age_seconds=self.values["KEEP_SNAPSHOTS_MAX_AGE"],
             keep_daily=int(self.values["KEEP_DAILY"]),
+            keep_pre_restore=int(self.values["KEEP_PRE_RESTORE"]),
         )
 
     def signing_keys(self) -> list[bytes]:

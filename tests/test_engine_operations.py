@@ -261,3 +261,20 @@ def test_an_expired_lease_or_one_left_by_a_dead_process_is_taken_over(
     bh = make_engine().start()
     assert bh.lease is not None
     assert bh.lease.pid == os.getpid()
+
+
+def test_a_restore_keeps_only_the_newest_pre_restore_labels_and_every_label_given_by_hand(
+    make_engine: EngineFactory,
+) -> None:
+    bh = make_engine(snapshot=SnapshotConfig(min_interval_seconds=0, keep_pre_restore=2)).start()
+    bh.kv.set("v", "1")
+    bh.snapshot(label="by-hand")
+    made = []
+    for i in range(4):
+        bh.kv.set("v", str(i + 2))
+        made.append(bh.restore("by-hand").name)
+        time.sleep(1.01)  # labels are named to the second
+    labels = [e.name for e in bh.history.snapshots() if e.kind == "labelled"]
+    assert "by-hand" in labels, "a label given by hand is never pruned"
+    assert sorted(n for n in labels if n.startswith("pre-restore-")) == sorted(made[-2:]), "the newest two are kept"
+    assert value_in(snapshot_bytes(bh.store, made[-1]), "v") == b"5", "and they still restore"

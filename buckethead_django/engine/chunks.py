@@ -153,8 +153,10 @@ def download_chunks(
     *,
     concurrency: int = DEFAULT_TRANSFER_CONCURRENCY,
     progress: Progress | None = None,
+    digest_whole: bool = True,
 ) -> str:
-    """Download ``chunks`` into ``dest``, each at its offset, ``concurrency`` at a time; return the whole's SHA-256.
+    """Download ``chunks`` into ``dest``, each at its offset, ``concurrency`` at a time; return the whole's SHA-256
+    (or "" with ``digest_whole`` False: a caller whose every chunk has its own SHA-256 needs no other).
 
     Each chunk is verified as it streams in: its size, and its SHA-256 when
     the chunk has one (a 0.4.x snapshot may not). The first bad or missing
@@ -200,6 +202,8 @@ def download_chunks(
 
     def arrived_at(index: int, fd: int) -> None:
         nonlocal hashed
+        if not digest_whole:
+            return
         arrived[index] = True
         while hashed < len(chunks) and arrived[hashed]:
             _hash_range(fd, offsets[hashed], chunks[hashed].size, whole)
@@ -217,7 +221,7 @@ def download_chunks(
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    return whole.hexdigest()
+    return whole.hexdigest() if digest_whole else ""
 
 
 class _ChunkWriter:

@@ -47,6 +47,8 @@ DEFAULT_KEEP_SNAPSHOTS = 24
 DEFAULT_KEEP_SNAPSHOTS_MAX_AGE: float | None = 24 * 3600.0
 #: Beyond that, the newest generation of each of this many days is kept.
 DEFAULT_KEEP_DAILY = 30
+#: The automatic ``pre-restore-*`` labels a restore keeps, newest first (labels given by hand are never pruned).
+DEFAULT_KEEP_PRE_RESTORE = 10
 
 # -- how: BucketSQLite's arguments --------------------------------------------------------
 
@@ -175,6 +177,7 @@ class SnapshotConfig:
     keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS
     keep_max_age_seconds: float | None = DEFAULT_KEEP_SNAPSHOTS_MAX_AGE
     keep_daily: int = DEFAULT_KEEP_DAILY
+    keep_pre_restore: int = DEFAULT_KEEP_PRE_RESTORE
 
     @property
     def generations_kept(self) -> int:
@@ -192,6 +195,8 @@ class SnapshotConfig:
             raise ValueError("SnapshotConfig.compact_deltas must be >= 1")
         if self.keep_snapshots < 1:
             raise ValueError("SnapshotConfig.keep_snapshots must be >= 1 (the current generation is always kept)")
+        if self.keep_pre_restore < 1:
+            raise ValueError("SnapshotConfig.keep_pre_restore must be >= 1 (the restore just made keeps its own)")
         if self.keep_daily < 0:
             raise ValueError("SnapshotConfig.keep_daily must be >= 0 (0: no daily rule)")
         if self.keep_max_age_seconds is not None and self.keep_max_age_seconds <= 0:

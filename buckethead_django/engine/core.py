@@ -60,7 +60,7 @@ from .errors import (
     WriterConflict,
     WriterFenced,
 )
-from .history import LATEST, LEGACY_LATEST, History, SnapshotEntry, timestamped_label, validate_label
+from .history import LATEST, LEGACY_LATEST, PRE_RESTORE, History, SnapshotEntry, timestamped_label, validate_label
 from .host import Host, ReplicatorInfo
 from .interfaces import FileStore, KVStore
 from .lease import LeaseKeeper, WriterLease, read_lease
@@ -701,12 +701,16 @@ class BucketSQLite:
         if self.read_only_reason is not None:
             raise ReadOnlyError(self.read_only_reason)
         with self._verified(source, progress) as path:
-            kept = self.snapshot(label=timestamped_label("pre-restore"))
+            kept = self.snapshot(label=timestamped_label(PRE_RESTORE))
             self.database.replace_with(path)
         # The restored file may predate columns or tables the interfaces need.
         self.kv._init_schema()
         self.files._init_schema()
         self.force_flush()
+        try:
+            self.history.prune_labels(PRE_RESTORE, self.snapshot_config.keep_pre_restore)
+        except ObjectStoreError:
+            logger.warning("BucketSQLite could not prune old %s labels; the next restore tries again", PRE_RESTORE)
         return kept
 
     def recover(self, source: str | Path, *, progress: Progress | None = None) -> SnapshotRecord:

@@ -69,6 +69,8 @@ POINT_SEPARATOR = "+"
 LEGACY_PREVIOUS_SUFFIX = ".prev"
 
 LATEST, PREVIOUS = "latest", "previous"
+#: The prefix of the labels a restore makes of the state it replaces.
+PRE_RESTORE = "pre-restore"
 LEGACY_LATEST, LEGACY_PREVIOUS = "legacy", "legacy-previous"
 RESERVED = (LATEST, PREVIOUS, LEGACY_LATEST, LEGACY_PREVIOUS)
 _LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,99}$")
@@ -478,8 +480,10 @@ class History:
             record.verify_signature(keys)
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            whole = download_chunks(self.store, record.chunks, dest, progress=progress)
-            if record.sha256 and whole != record.sha256:
+            # Every chunk verified on its own proves the whole: the whole's digest is read only when one has none.
+            unproved = bool(record.sha256) and not all(c.sha256 for c in record.chunks)
+            whole = download_chunks(self.store, record.chunks, dest, progress=progress, digest_whole=unproved)
+            if unproved and whole != record.sha256:
                 raise SnapshotCorrupt(record.key or record.name, "the chunks together do not match its SHA-256")
             head = ChainHead(0, record.sha256)
             if record.kind == GENERATION and deltas is None:
@@ -746,6 +750,22 @@ class History:
         return [g for g in listing if not g.has_record or g.name in never]
 
     # -- retention ------------------------------------------------------------------------------
+
+    def prune_labels(self, prefix: str, keep: int) -> list[str]:
+        """Delete all but the newest ``keep`` labels named ``<prefix>-<UTC time>-…``; their names.
+
+        Only labels this engine names by time are pruned: a label given by
+        hand is never deleted.
+        """
+        timed = sorted(
+            (r for r in self.records(LABELLED) if r.name.startswith(prefix + "-")), key=lambda r: r.name, reverse=True
+        )
+        for record in timed[keep:]:
+            # The record first, so that no record ever names a missing chunk.
+            self.store.delete(self.record_key(record.name, LABELLED))
+            for chunk in record.chunks:
+                self.store.delete(chunk.key)
+        return [r.name for r in timed[keep:]]
 
     def delete(self, generation: GenerationObjects) -> None:
         """Delete a generation's record first, so no record ever names a missing chunk, then its chunks."""
