@@ -48,7 +48,7 @@ def check_local_dir(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
     return messages
 
 
-@checks.register(checks.Tags.database)
+@checks.register()  # a settings check: Django 6 runs database-tagged checks only with `check --database`
 def check_databases(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """A ``buckethead_django.db`` database names no file: the host's database is BucketHead's.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import types
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -225,10 +226,19 @@ class ShutDownPool(ThreadPoolExecutor):
         raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
 
+class ShutDownThread(threading.Thread):
+    """A thread as Python 3.12 and later refuse to start one at interpreter exit."""
+
+    def start(self) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+
 def test_at_interpreter_exit_the_chunks_go_one_by_one(
     store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(chunks_module, "ThreadPoolExecutor", ShutDownPool)
+    # Only the chunk module's view of threading: the moto server's own threads must go on.
+    monkeypatch.setattr(chunks_module, "threading", types.SimpleNamespace(Thread=ShutDownThread, Event=threading.Event))
     path, data = image(tmp_path, 3 * MiB + 7)
     result = upload_chunks(store, path, key_of, writer=WRITER, chunk_bytes=MiB, concurrency=4)
     assert len(result.chunks) == 4

@@ -102,12 +102,20 @@ def upload_chunks(
             put_conditionally(store, key, body, writer=writer, sha256=digest.hexdigest(), content_type=content_type)
             return Chunk(key=key, size=length, sha256=digest.hexdigest())
 
-        hasher = threading.Thread(target=_hash_range, args=(fd, 0, size, whole), name="buckethead-image-digest")
-        hasher.start()
+        hasher: threading.Thread | None = threading.Thread(
+            target=_hash_range, args=(fd, 0, size, whole), name="buckethead-image-digest"
+        )
+        try:
+            hasher.start()  # type: ignore[union-attr]
+        except RuntimeError:  # interpreter exit (a final flush from atexit, Python 3.12+): hash it here, after
+            hasher = None
         try:
             _run((partial(put, index) for index in range(count)), min(concurrency, count), landed, threading.Event())
         finally:
-            hasher.join()
+            if hasher is not None:
+                hasher.join()
+        if hasher is None:
+            _hash_range(fd, 0, size, whole)
     return ChunkedUpload(tuple(chunks[i] for i in range(count)), whole.hexdigest(), size)
 
 
