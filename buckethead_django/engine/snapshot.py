@@ -33,33 +33,6 @@ class Capture:
         return hashlib.sha256(self.data).hexdigest()
 
 
-def capture(conn: sqlite3.Connection) -> Capture:
-    """Copy the whole database inside one read transaction.
-
-    Holding the read lock for the copy means no commit can land halfway
-    through, so the image is consistent even while other threads write; the
-    ``data_version`` read in the same transaction says exactly which commits
-    it includes. ``conn`` must be in autocommit mode (``isolation_level=None``).
-    """
-    conn.execute("BEGIN")
-    try:
-        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-        data = conn.serialize()
-    finally:
-        conn.execute("COMMIT")
-    return Capture(data=data, data_version=version)
-
-
-def load(path: Path, into: sqlite3.Connection) -> None:
-    """Copy the (validated) database file at ``path`` into the database behind ``into``, replacing it."""
-    src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        src.backup(into)
-    finally:
-        src.close()
-
-
 def page_size_of(path: Path) -> int:
     """The page size a SQLite file's header gives (0 when it is no SQLite file)."""
     with open(path, "rb") as f:
