@@ -324,7 +324,11 @@ class BucketSQLite:
             self.database.create(None)
         else:
             try:
-                self.database.install(lambda path: self.history.fetch(source, path, keys=self.verify_keys))
+                # One listing says how much of the current generation's chain is committed (no whole catalogue).
+                deltas = self.history.committed_deltas(current) if current is not None and current.record else None
+                self.database.install(
+                    lambda path: self.history.fetch(source, path, keys=self.verify_keys, deltas=deltas)
+                )
             except SnapshotCorrupt as damage:
                 raise CurrentSnapshotCorrupt(damage, None) from None
         self._view_source = source
