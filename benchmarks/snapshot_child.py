@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -84,8 +85,8 @@ class Ours:
     def connect(self):
         return self.bh.connect()
 
-    def set(self, value: str) -> None:
-        self.bh.kv.set(CHANGE_KEY, value)
+    def set(self, value: str, key: str = CHANGE_KEY) -> None:
+        self.bh.kv.set(key, value)
 
     def get(self) -> str | None:
         return self.bh.kv.get(CHANGE_KEY)
@@ -138,8 +139,8 @@ class Buckethead041:
     def connect(self):
         return self.bh.connect()
 
-    def set(self, value: str) -> None:
-        self.bh.kv.set(CHANGE_KEY, value)
+    def set(self, value: str, key: str = CHANGE_KEY) -> None:
+        self.bh.kv.set(key, value)
 
     def get(self) -> str | None:
         return self.bh.kv.get(CHANGE_KEY)
@@ -188,6 +189,55 @@ def timed_flush(engine: Ours | Buckethead041) -> dict[str, object]:
     }
 
 
+#: The steady writes of a simulated day: a cache entry among this many keys, or an event row, in turn.
+DAY_KEYS = 10_000
+DAY_VALUE_BYTES = 200
+
+
+class SimulatedClock:
+    """The time module, but for ``time()``, which the caller moves on: the engine's sense of the date."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+def steady_day(engine: Ours, flushes: int, writes: int, interval: float) -> dict[str, object]:
+    """``flushes`` flushes, each after ``writes`` small writes, made without waiting. The engine's snapshot
+    code sees its clock move ``interval`` seconds a flush, so retention ages points and generations as it
+    would over the time they stand for (the lease and the bucket keep the real clock)."""
+    from buckethead_django.engine import history, replicator
+
+    clock = SimulatedClock()
+    history.time = replicator.time = clock  # type: ignore[attr-defined]
+    conn = engine.connect()
+    rng = random.Random(1)  # noqa: S311 - workload, not secrets
+    began = time.perf_counter()
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, at REAL, body TEXT)")
+        for n in range(flushes):
+            for w in range(writes):
+                body = os.urandom(DAY_VALUE_BYTES // 2).hex()
+                if w % 2:
+                    with conn:
+                        conn.execute("INSERT INTO events (at, body) VALUES (?, ?)", (time.time(), body))
+                else:
+                    engine.set(body, key=f"day:{rng.randrange(DAY_KEYS)}")
+            engine.flush()
+            clock.now += interval
+            if n and n % 2000 == 0:
+                print(f"  day: {n} of {flushes} flushes", file=sys.stderr, flush=True)
+    finally:
+        conn.close()
+        history.time = replicator.time = time  # type: ignore[attr-defined]
+    return {"seconds": time.perf_counter() - began}
+
+
 def run(engine: Ours | Buckethead041, command: dict) -> dict[str, object]:
     op = command["op"]
     if op == "start":
@@ -209,6 +259,10 @@ def run(engine: Ours | Buckethead041, command: dict) -> dict[str, object]:
             engine.flush()
             seconds.append(time.perf_counter() - began)
         return {"seconds": seconds}
+    if op == "day":
+        if not isinstance(engine, Ours):
+            raise ValueError("the simulated day runs on this checkout's engine only")
+        return steady_day(engine, int(command["flushes"]), int(command["writes"]), float(command["interval"]))
     if op == "renew":
         engine.renew()
         return {}

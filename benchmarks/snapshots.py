@@ -81,6 +81,7 @@ from benchmarks.support import (
     request_counts,
     table,
 )
+from buckethead_django.engine.chain import span_of
 from buckethead_django.engine.config import DEFAULT_FLUSH_INTERVAL, DEFAULT_LEASE_SECONDS
 from tests.moto_server import CREDENTIALS, MotoServer
 
@@ -216,6 +217,84 @@ def measure_engine(system: str, python: Path, moto: MotoServer, args: argparse.N
             out["restores"].append({"seconds": seconds, "requests": requests, "downloaded": downloaded})
             shutil.rmtree(host, ignore_errors=True)
     return out
+
+
+def measure_day(moto: MotoServer, args: argparse.Namespace) -> dict:
+    """Ours through ``--day-hours`` of steady writes (one a second, a flush every interval), run without waiting:
+    the bucket it leaves, the requests it took, and a restore of its newest point on a new host."""
+    prefix = "ours-day/"
+    flushes = round(args.day_hours * 3600 / DEFAULT_FLUSH_INTERVAL)
+    out: dict = {"flushes": flushes, "hours": args.day_hours}
+    with private_dir("bench-snapshots-day-", under=SHM) as shm, RecordingProxy(moto.port) as proxy:
+        writer = Child(Path(sys.executable), "ours", proxy.url, prefix, shm / "writer", (ROOT,))
+        try:
+            writer.call("start")
+            out["db_bytes"] = writer.call("fill", size_mb=args.size_mb)["bytes"]
+            writer.call("flush")
+            mark = proxy.mark()
+            out["seconds"] = writer.call(
+                "day", flushes=flushes, writes=round(DEFAULT_FLUSH_INTERVAL), interval=DEFAULT_FLUSH_INTERVAL
+            )["seconds"]
+            out["requests"] = request_counts(proxy.since(mark))
+            expected = writer.call("check")
+            writer.call("stop")
+        finally:
+            writer.close()
+        out["objects"] = by_kind(moto.client(), prefix)
+        child = Child(Path(sys.executable), "ours", proxy.url, prefix, shm / "restore", (ROOT,))
+        try:
+            mark = proxy.mark()
+            out["restore_seconds"] = child.call("start")["seconds"]
+            out["restore_requests"] = request_counts(proxy.since(mark))
+            if child.call("check") != expected:
+                raise RuntimeError("the restore after a day does not hold what the writer wrote")
+            child.call("stop")
+        finally:
+            child.close()
+    return out
+
+
+def by_kind(client: object, prefix: str) -> dict[str, list[int]]:
+    """Objects and bytes under ``prefix``, by kind: bases (chunks and records), deltas, merged deltas, the rest."""
+    found: dict[str, list[int]] = {kind: [0, 0] for kind in ("bases", "deltas", "merged deltas", "other")}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):  # type: ignore[attr-defined]
+        for item in page.get("Contents", []):
+            key, span = item["Key"], span_of(item["Key"])
+            kind = ("deltas" if span[0] == span[1] else "merged deltas") if span else (
+                "bases" if ".generations/" in key else "other")  # fmt: skip
+            found[kind][0] += 1
+            found[kind][1] += int(item["Size"])
+    return found
+
+
+def report_day(day: dict, results: dict[str, dict], args: argparse.Namespace) -> None:
+    hours, flushes = day["hours"], day["flushes"]
+    print(f"\n6. A simulated {hours:g} h of steady writes (one a second, alternately a cache entry among "
+          f"10,000 keys and a 200-byte event row): {flushes:,} flushes of {DEFAULT_FLUSH_INTERVAL:g} s, made without "
+          f"waiting ({day['seconds']:.0f} s) while the engine's clock moves {DEFAULT_FLUSH_INTERVAL:g} s a flush, so "
+          f"retention acts as over {hours:g} h (default settings)\n")  # fmt: skip
+    rows = [[kind, n, mib(size), size / day["db_bytes"]] for kind, (n, size) in day["objects"].items()]
+    total = [sum(v[0] for v in day["objects"].values()), sum(v[1] for v in day["objects"].values())]
+    rows.append(["the bucket", total[0], mib(total[1]), total[1] / day["db_bytes"]])
+    print(table(["ours", "objects", "MiB", "x the database"], rows))
+    counts = day["requests"]
+    a_day = counts["class A"] * 24 / hours
+    print(f"  Requests of the {flushes:,} flushes: Class A {counts['class A']:,} ({counts['class A'] / flushes:.3f} a "
+          f"flush: the deltas and the merged deltas), Class B {counts['class B']:,}; a day: {a_day:,.0f} Class A, "
+          f"a month of 30 days {a_day * 30:,.0f} + the lease's {MONTH / (DEFAULT_LEASE_SECONDS / 2):,.0f} "
+          "renewals")  # fmt: skip
+    restore = day["restore_requests"]
+    kinds = ", ".join(f"{restore[k]} {k}" for k in REQUEST_KINDS if restore.get(k))
+    base = results.get("ours", {}).get("restores")
+    alone = f"; table 2's, after {args.flushes} flushes: {median([r['seconds'] for r in base]):.2f} s" if base else ""
+    print(f"  A restore of the newest point on a new host: {day['restore_seconds']:.2f} s ({kinds}: the listing, "
+          f"the base's chunks, the merged deltas and deltas on its path, the records){alone}")  # fmt: skip
+    print(f"  Deletes during the flushes (thinning and retention; free on R2 and S3): {counts.get('DELETE', 0):,}")
+    for peer in PEERS:
+        r = results.get(peer, {})
+        if "bucket" in r:
+            print(f"  {NAMES[peer]} after {args.flushes} flushes (table 5): {r['bucket'][1] / r['db_bytes']:.2f}x "
+                  "the database; it runs on the clock, so a day of it is not simulated here")  # fmt: skip
 
 
 # -- Litestream ----------------------------------------------------------------------------------------
@@ -638,9 +717,11 @@ def main() -> None:
                         help="seconds without a request: Litestream has shipped (default 2; quick: 1.2)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run in CI (well under a minute)")
     parser.add_argument("--only", choices=SYSTEMS, action="append", help="measure only these systems (repeatable)")
+    parser.add_argument("--day-hours", type=float, default=None,
+                        help="hours of steady writes for table 6 (default 24; quick: 0.25; 0: skip)")  # fmt: skip
     args = parser.parse_args()
     for name, normal, quick in (("size_mb", 100, 2), ("flushes", 50, 5), ("restores", 3, 1), ("trials", 3, 1),
-                                ("quiet", 2.0, 1.2)):  # fmt: skip
+                                ("quiet", 2.0, 1.2), ("day_hours", 24.0, 0.25)):  # fmt: skip
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else normal)
     wanted = set(args.only or SYSTEMS)
@@ -667,8 +748,9 @@ def main() -> None:
             except (Unavailable, RuntimeError, OSError, subprocess.SubprocessError) as exc:
                 results[peer] = {"unavailable": f"it failed here: {str(exc).strip().splitlines()[0][:300]}"}
                 print(f"{NAMES[peer]} failed:\n{exc}", file=sys.stderr)
+        day = measure_day(moto, args) if "ours" in wanted and args.day_hours > 0 else None
         stray = [k for k in (o["Key"] for o in moto.client().list_objects_v2(Bucket=BUCKET).get("Contents", []))
-                 if not k.startswith(tuple(f"{s}/" for s in SYSTEMS))]  # fmt: skip
+                 if not k.startswith(tuple(f"{s}/" for s in (*SYSTEMS, "ours-day")))]  # fmt: skip
     finally:
         moto.stop()
 
@@ -692,6 +774,8 @@ def main() -> None:
     report_flush(results)
     report_month(results, args)
     report_bucket(results, args)
+    if day is not None:
+        report_day(day, results, args)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ error message.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -44,6 +45,7 @@ from . import admin_views as show
 from .engine import BucketHeadError, BucketSQLite, History, ObjectNotFound
 from .engine.interfaces import InvalidName, validate_name
 from .engine.interfaces.files import DEFAULT_MIME
+from .management.display import parse_when
 from .models import Dashboard, KVEntry, Snapshot, StoredFile
 from .runtime import get_buckethead
 from .storage import BucketHeadStorage
@@ -259,16 +261,18 @@ class SnapshotAdmin(BucketHeadAdmin):
         bh = self.engine()
         reads = self.reads()
         can_restore = self.has_restore_permission(request) and not bh.read_only and bh.fenced is None
-        snapshots = [
-            (entry, self.url("restore", name=entry.name) if can_restore else None)
-            for entry in reads.read(lambda store: History(store, bh.config.key).snapshots(), [])
-        ]
+        entries = reads.read(lambda store: History(store, bh.config.key).snapshots(), [])
+        page, links = self.paginate(request, entries, self.list_per_page)
+        snapshots = [(entry, self.url("restore", name=entry.name) if can_restore else None) for entry in page]
         return self.render(
             request,
             "snapshots.html",
             "Snapshots",
             {
                 "snapshots": snapshots,
+                "page": page,
+                "page_links": links,
+                "restore_at_url": self.url("restore") if can_restore and entries else None,
                 "snapshot_key": bh.config.key,
                 "retention": show.retention(bh.snapshot_config),
                 "can_keep": self.has_flush_permission(request) and not bh.read_only and bh.fenced is None,
@@ -285,6 +289,8 @@ class SnapshotAdmin(BucketHeadAdmin):
         bh = self.engine()
         reads = self.reads()
         name = request.GET.get("name", "")
+        if "at" in request.GET:
+            return self.restore_at(request, bh, reads)
         try:
             entry = reads.read(lambda store: History(store, bh.config.key).find(name), None)
         except KeyError:
@@ -318,6 +324,21 @@ class SnapshotAdmin(BucketHeadAdmin):
             subpage=True,
             reads=reads,
         )
+
+    def restore_at(self, request: HttpRequest, bh: BucketSQLite, reads: show.BucketReads) -> HttpResponse:
+        """Send the operator on to confirm the newest point flushed at or before ``?at=`` (a time or an age)."""
+        asked = request.GET["at"]
+        try:
+            when = parse_when(asked, now=time.time())
+            entry = reads.read(lambda store: History(store, bh.config.key).find_at(when), None)
+        except (ValueError, KeyError) as exc:
+            why = str(exc) if isinstance(exc, ValueError) else "no restorable point was flushed at or before it"
+        else:
+            if entry is not None:
+                return HttpResponseRedirect(self.url("restore", name=entry.name))
+            why = "the bucket cannot be reached"
+        messages.error(request, f"Cannot restore the state at “{asked}”: {why}.")
+        return HttpResponseRedirect(self.url("changelist"))
 
     def keep_view(self, request: HttpRequest) -> HttpResponse:
         """Flush, and keep the state under a label that later flushes never replace."""

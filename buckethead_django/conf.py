@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "KEEP_PREVIOUS": engine_config.DEFAULT_KEEP_PREVIOUS,
     "KEEP_SNAPSHOTS": engine_config.DEFAULT_KEEP_SNAPSHOTS,
     "KEEP_SNAPSHOTS_MAX_AGE": engine_config.DEFAULT_KEEP_SNAPSHOTS_MAX_AGE,
+    "KEEP_EVERY_FLUSH": engine_config.DEFAULT_KEEP_EVERY_FLUSH,
     "KEEP_DAILY": engine_config.DEFAULT_KEEP_DAILY,
     "KEEP_PRE_RESTORE": engine_config.DEFAULT_KEEP_PRE_RESTORE,
     "SIGNING_KEY": None,
@@ -69,9 +70,9 @@ DEFAULTS: dict[str, Any] = {
 _SECRETS = {"SECRET_ACCESS_KEY", "SESSION_TOKEN", "SIGNING_KEY"}
 _POSITIVE = {"FLUSH_INTERVAL", "LEASE_SECONDS", "BUSY_TIMEOUT", "KV_MAX_VALUE_BYTES", "MAX_ATTEMPTS", "CONNECT_TIMEOUT",
              "READ_TIMEOUT", "QUERYSTRING_EXPIRE", "KEEP_SNAPSHOTS", "KEEP_SNAPSHOTS_MAX_AGE", "COMPACT_RATIO",
-             "COMPACT_DELTAS", "KEEP_PRE_RESTORE"}  # fmt: skip
+             "COMPACT_DELTAS", "KEEP_PRE_RESTORE", "KEEP_EVERY_FLUSH"}  # fmt: skip
 #: Keys whose None, given in the settings, turns a rule off instead of meaning "the default".
-_NONE_TURNS_OFF = {"KEEP_SNAPSHOTS_MAX_AGE"}
+_NONE_TURNS_OFF = {"KEEP_SNAPSHOTS_MAX_AGE", "KEEP_EVERY_FLUSH"}
 _NOT_NEGATIVE = {"MIN_FLUSH_INTERVAL", "LEASE_WAIT", "STARTUP_TIMEOUT", "KEEP_DAILY"}
 #: The fixed salt that turns SECRET_KEY (or SIGNING_KEY) into the key snapshots are signed with.
 SIGNING_SALT = "buckethead_django.snapshot-signing"
@@ -152,6 +153,7 @@ class BucketHeadSettings:
             keep_previous=bool(self.values["KEEP_PREVIOUS"]),
             keep_snapshots=int(self.values["KEEP_SNAPSHOTS"]),
             keep_max_age_seconds=self.values["KEEP_SNAPSHOTS_MAX_AGE"],
+            keep_every_flush_seconds=self.values["KEEP_EVERY_FLUSH"],
             keep_daily=int(self.values["KEEP_DAILY"]),
             keep_pre_restore=int(self.values["KEEP_PRE_RESTORE"]),
         )
@@ -377,6 +379,7 @@ def _parser(key: str, default: Any) -> Callable[[Any], Any]:
         "AUTOSTART": _parse_autostart,
         "SIGNING_KEY": _parse_signing_key,
         "KEEP_SNAPSHOTS_MAX_AGE": _parse_optional_seconds,
+        "KEEP_EVERY_FLUSH": _parse_optional_seconds,
         "HEALTH_DETAILS": _parse_health_details,
         "LEASE_CONFLICT": lambda value: _parse_choice(value, engine_config.LEASE_CONFLICT_CHOICES),
         "LOCAL_PATH": Path,
@@ -421,6 +424,10 @@ _HINTS = {
     "SIGNING_KEY": "Use a secret string, False to disable signing, or None to derive the key from SECRET_KEY.",
     "KEEP_SNAPSHOTS_MAX_AGE": (
         "Use a number of seconds (for example 86400 for a day), or None ('none' in the environment) for no age rule."
+    ),
+    "KEEP_EVERY_FLUSH": (
+        "Use a number of seconds (for example 3600 for an hour), or None ('none' in the environment) to keep every "
+        "flush as long as its generation."
     ),
     "AUTOSTART": (
         "Use True (always start a writer), False (never) or None / 'auto' (decide from how Django was started)."

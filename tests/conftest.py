@@ -17,6 +17,7 @@ from buckethead_django.engine.host import Host
 from buckethead_django.engine.objectstore import ObjectStore, open_object_store
 
 from .moto_server import CREDENTIALS, MotoServer, free_port
+from .recording_store import RecordingStore
 from .servers import kill_leftover_servers
 
 FIXTURE_BUCKET = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "buckethead-0.4.1"
@@ -125,3 +126,9 @@ def make_engine(bucket_config: BucketConfig, tmp_path: Path) -> Iterator[EngineF
 def engine(make_engine: EngineFactory) -> BucketSQLite:
     """A started engine on an empty bucket."""
     return make_engine().start()
+
+
+@pytest.fixture
+def recording(bucket_config: BucketConfig) -> RecordingStore:
+    """The test's bucket, through a store that records every request."""
+    return RecordingStore(open_object_store(bucket_config))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import re
 import socket
@@ -21,6 +22,7 @@ from django.urls import path, reverse
 from django.utils.http import urlencode
 
 from buckethead_django import runtime
+from buckethead_django.admin import SnapshotAdmin
 from buckethead_django.engine import BucketConfig, BucketSQLite, ObjectStoreError
 from buckethead_django.testing import fresh_buckethead
 
@@ -700,3 +702,38 @@ def test_an_endpoint_that_never_answers_does_not_hold_up_the_admin(moto, endpoin
                 assert took < 8, f"{url} took {took:.1f}s"
                 assert "Degraded: the bucket cannot be reached." in text(response)
                 assert "timeout" in text(response).lower()
+
+
+def test_the_state_at_a_time_is_found_and_confirmed_before_it_is_restored(bh, admin_client) -> None:
+    bh.kv.set("k", "morning")
+    bh.force_flush()
+    morning = bh.history.find("latest")
+    time.sleep(1.1)  # the bucket dates objects to the second
+    between = dt.datetime.now(dt.UTC).isoformat()
+    time.sleep(1.1)
+    bh.kv.set("k", "evening")
+    bh.force_flush()
+
+    assert 'id="restore-at-form"' in admin_client.get(SNAPSHOTS).content.decode()
+    found = admin_client.get(f"{ADMIN}/snapshot/restore/", {"at": between})
+    assert found.status_code == 302
+    confirm = admin_client.get(found["Location"])
+    assert f"restore the snapshot “{morning.name}+0”" in text(confirm), "the point flushed then is shown"
+    assert bh.kv.get("k") == "evening", "nothing is restored before it is confirmed"
+
+    refused = admin_client.get(f"{ADMIN}/snapshot/restore/", {"at": "yesterday-ish"}, follow=True)
+    assert "Cannot restore the state at “yesterday-ish”: 'yesterday-ish' is not a time" in messages_of(refused)[0]
+    too_early = admin_client.get(f"{ADMIN}/snapshot/restore/", {"at": "2000-01-01T00:00:00Z"}, follow=True)
+    assert "no restorable point was flushed at or before it" in messages_of(too_early)[0]
+
+
+def test_the_snapshots_page_shows_the_points_a_page_at_a_time(bh, admin_client, monkeypatch) -> None:
+    monkeypatch.setattr(SnapshotAdmin, "list_per_page", 2)
+    for n in range(3):
+        bh.kv.set("k", str(n))
+        bh.force_flush()
+    names = [e.name for e in bh.history.snapshots()]
+    first, second = (admin_client.get(SNAPSHOTS, {"p": p}).content.decode() for p in (1, 2))
+    assert re.findall(r'data-name="([^"]+)"', first) == names[:2]
+    assert re.findall(r'data-name="([^"]+)"', second) == names[2:4]
+    assert f"{len(names)} snapshots" in text(admin_client.get(SNAPSHOTS))

@@ -135,7 +135,7 @@ def test_status_shows_where_state_lives_the_latest_snapshot_the_host_and_the_rol
     assert f"                 signed, sha256 {latest.sha256}\n" in out
     assert (
         "Generations      1 in the bucket; retention keeps the newest 24, any younger than 1 day, the newest of each "
-        "of 30 days (each with all its points, and every labelled snapshot)"
+        "of 30 days (every flush of the last 1 hour a point, and every labelled snapshot)"
     ) in out
     # No server runs on the command's host: the command is the host's replicator while it runs.
     assert f"Writer           this process (the host's replicator): {HERE}:{os.getpid()}, running since " in out
@@ -162,6 +162,7 @@ def test_status_shows_where_state_lives_the_latest_snapshot_the_host_and_the_rol
         "count": 1,
         "keep_snapshots": 24,
         "keep_snapshots_max_age": 86400.0,
+        "keep_every_flush": 3600.0,
         "keep_daily": 30,
         "keep_previous": True,
     }, "a command that changed nothing shipped nothing"

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from buckethead_django.engine import BucketConfig, History, SnapshotConfig
+from buckethead_django.engine import History, SnapshotConfig
 from buckethead_django.engine.errors import SnapshotCorrupt, WriterFenced
 from buckethead_django.engine.history import LATEST, point_name
-from buckethead_django.engine.objectstore import open_object_store
 
 from .conftest import EngineFactory
 from .recording_store import RecordingStore
@@ -69,11 +68,6 @@ def three_edits(bh, store) -> tuple[History, str]:
         bh.force_flush()
     history = History(store, KEY)
     return history, history.current().record.name
-
-
-@pytest.fixture
-def recording(bucket_config: BucketConfig) -> RecordingStore:
-    return RecordingStore(open_object_store(bucket_config))
 
 
 def test_a_one_row_change_uploads_one_small_delta_in_one_request(

@@ -222,3 +222,10 @@ def test_progress_is_reported_for_uploads_and_downloads(store: ObjectStore, tmp_
     downloaded: list[int] = []
     store.get_to("p", tmp_path / "back.bin", progress=downloaded.append)
     assert sum(uploaded) == sum(downloaded) == src.stat().st_size
+
+
+def test_a_listing_can_start_after_a_key(store: ObjectStore) -> None:
+    for name in ("p/a", "p/b", "p/c", "p/d", "q/e"):
+        store.put(name, b"x")
+    assert [o.key for o in iter_objects(store, "p/", start_after="p/b")] == ["p/c", "p/d"]
+    assert [o.key for o in iter_objects(store, "p/", start_after="p/b", page_size=1)] == ["p/c", "p/d"]

@@ -153,7 +153,7 @@ def test_retention_and_startup_waits_have_defaults_and_reach_the_engine(tmp_path
         20.0,
         30.0,
     )
-    assert (s["COMPACT_RATIO"], s["COMPACT_DELTAS"]) == (0.5, 2000)
+    assert (s["COMPACT_RATIO"], s["COMPACT_DELTAS"]) == (0.5, 100_000)
     env = {
         "BUCKETHEAD_KEEP_SNAPSHOTS": "5",
         "BUCKETHEAD_KEEP_SNAPSHOTS_MAX_AGE": "86400",
@@ -266,3 +266,15 @@ def test_the_age_rule_of_retention_is_turned_off_with_none(settings) -> None:
     settings.BUCKETHEAD = {}
     assert get_settings({}).snapshot_config().keep_max_age_seconds == 86400.0, "unset is the default, a day"
     assert get_settings({"BUCKETHEAD_KEEP_SNAPSHOTS_MAX_AGE": "none"}).snapshot_config().keep_max_age_seconds is None
+
+
+def test_how_long_every_flush_stays_a_point_is_set_in_seconds_or_turned_off(settings) -> None:
+    assert get_settings({}).snapshot_config().keep_every_flush_seconds == 3600.0, "unset is the default, an hour"
+    assert get_settings({"BUCKETHEAD_KEEP_EVERY_FLUSH": "86400"}).snapshot_config().keep_every_flush_seconds == 86400
+    assert get_settings({"BUCKETHEAD_KEEP_EVERY_FLUSH": "off"}).snapshot_config().keep_every_flush_seconds is None
+    settings.BUCKETHEAD = {"KEEP_EVERY_FLUSH": None}
+    assert get_settings({}).snapshot_config().keep_every_flush_seconds is None, "None given on purpose keeps them all"
+    settings.BUCKETHEAD = {"KEEP_EVERY_FLUSH": "an hour"}
+    (problem,) = get_settings({}).problems
+    assert "'KEEP_EVERY_FLUSH' has the value 'an hour'" in problem.msg
+    assert "3600 for an hour" in problem.hint

@@ -38,13 +38,17 @@ DEFAULT_MIN_FLUSH_INTERVAL = 1.0
 #: A flush writes a new base instead of a delta once the deltas since the last base would exceed this fraction
 #: of the database's size: a generation then holds at most about 1.5 times the database.
 DEFAULT_COMPACT_RATIO = 0.5
-#: ... or once the generation has this many deltas: a restore downloads every delta of its generation.
-DEFAULT_COMPACT_DELTAS = 2000
+#: ... or once the generation has this many deltas (about six days of 5-second flushes). Merged deltas keep a
+#: restore to a few dozen objects however long the chain (see `chain`); this bounds the generation's listing.
+DEFAULT_COMPACT_DELTAS = 100_000
 DEFAULT_KEEP_PREVIOUS = True
 #: Generations (bases, each with its deltas) kept whatever their age.
 DEFAULT_KEEP_SNAPSHOTS = 24
 #: Every generation younger than this is kept, so every flush of the last day can be restored.
 DEFAULT_KEEP_SNAPSHOTS_MAX_AGE: float | None = 24 * 3600.0
+#: Every flush younger than this stays a point; an older delta a merged delta stands for is deleted, so older
+#: points are every 16th flush (until the age rule, past which merged deltas a longer one covers go too).
+DEFAULT_KEEP_EVERY_FLUSH: float | None = 3600.0
 #: Beyond that, the newest generation of each of this many days is kept.
 DEFAULT_KEEP_DAILY = 30
 #: The automatic ``pre-restore-*`` labels a restore keeps, newest first (labels given by hand are never pruned).
@@ -165,6 +169,9 @@ class SnapshotConfig:
     ``compact_ratio`` of the database's size or number ``compact_deltas``;
     retention keeps the newest ``keep_snapshots`` generations
     and any younger than ``keep_max_age_seconds`` (None: no age rule).
+    Inside a generation, every flush younger than ``keep_every_flush_seconds``
+    is a point; older ones are thinned out to the ends of merged deltas (see
+    `chain`), and past ``keep_max_age_seconds`` to the longest of those.
     ``keep_previous`` (buckethead's name) guarantees at least the snapshot
     before the current one survives retention.
     """
@@ -176,6 +183,7 @@ class SnapshotConfig:
     keep_previous: bool = DEFAULT_KEEP_PREVIOUS
     keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS
     keep_max_age_seconds: float | None = DEFAULT_KEEP_SNAPSHOTS_MAX_AGE
+    keep_every_flush_seconds: float | None = DEFAULT_KEEP_EVERY_FLUSH
     keep_daily: int = DEFAULT_KEEP_DAILY
     keep_pre_restore: int = DEFAULT_KEEP_PRE_RESTORE
 
@@ -201,3 +209,5 @@ class SnapshotConfig:
             raise ValueError("SnapshotConfig.keep_daily must be >= 0 (0: no daily rule)")
         if self.keep_max_age_seconds is not None and self.keep_max_age_seconds <= 0:
             raise ValueError("SnapshotConfig.keep_max_age_seconds must be > 0, or None for no age rule")
+        if self.keep_every_flush_seconds is not None and self.keep_every_flush_seconds <= 0:
+            raise ValueError("SnapshotConfig.keep_every_flush_seconds must be > 0, or None to keep every flush")

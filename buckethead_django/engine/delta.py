@@ -12,6 +12,13 @@ SHA-256 of the pages, and the digest of the object it follows (``parent``),
 and carries an HMAC over all of that with the same key as the records: a
 delta that was changed, moved to another place in the chain, or written by
 something else is refused by name.
+
+A merged delta (see `chain`) holds, in the same form, what a run of deltas
+``first`` to ``seq`` changed: the newest version of each page, and the
+smallest size the database had on the way (``shrink_to``), so applying it
+gives exactly what applying the run gives. It names the parent of the run's
+first delta, and ``tip``, the digest of its last, which the delta after the
+run names as its parent.
 """
 
 from __future__ import annotations
@@ -30,6 +37,11 @@ from .errors import SnapshotCorrupt
 
 MAGIC = b"BHDELTA1"
 FORMAT = 1
+#: The format of a merged delta: a reader that predates them refuses it instead of misreading it.
+MERGED_FORMAT = 2
+FORMATS = (FORMAT, MERGED_FORMAT)
+#: The fields only a merged delta has, and their values in a plain one (left out of its header).
+MERGED_FIELDS = {"first": 0, "shrink_to": 0, "tip": ""}
 CONTENT_TYPE = "application/vnd.buckethead.delta"
 #: zlib level: pages of a database compress well, and level 1 costs little CPU per flush.
 COMPRESSION_LEVEL = 1
@@ -51,9 +63,23 @@ class DeltaHeader:
     payload_sha256: str
     format: int = FORMAT
     hmac: str | None = None
+    #: A merged delta's first delta (0: a plain delta, which is its own first).
+    first: int = 0
+    #: The fewest pages the database had inside a merged run (0: a plain delta): pages past it were cut off.
+    shrink_to: int = 0
+    #: A merged delta's last delta's digest: what the next delta follows.
+    tip: str = ""
+
+    def fields(self) -> dict[str, object]:
+        """The header as it is written: a plain delta's without the merged-only fields."""
+        body = asdict(self)
+        for name, default in MERGED_FIELDS.items():
+            if body[name] == default:
+                del body[name]
+        return body
 
     def payload(self) -> bytes:
-        body = asdict(self)
+        body = self.fields()
         del body["hmac"]
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
@@ -67,9 +93,18 @@ class Delta:
 
     header: DeltaHeader
     pages: dict[int, bytes] = field(repr=False)
-    #: The SHA-256 of the whole object: what the next delta names as its parent.
+    #: The SHA-256 of the whole object.
     digest: str = ""
     size: int = 0
+
+    @property
+    def first(self) -> int:
+        return self.header.first or self.header.seq
+
+    @property
+    def tip(self) -> str:
+        """What the next delta names as its parent: this one's digest, or a merged one's last delta's."""
+        return self.header.tip or self.digest
 
 
 def encode(
@@ -83,8 +118,11 @@ def encode(
     db_pages: int,
     pages: dict[int, bytes],
     signing_key: bytes | None,
+    first: int = 0,
+    shrink_to: int = 0,
+    tip: str = "",
 ) -> tuple[bytes, Delta]:
-    """The object's bytes, and the delta they hold."""
+    """The object's bytes, and the delta they hold (a merged one when ``first`` is given)."""
     numbers = tuple(sorted(pages))
     raw = b"".join(pages[n] for n in numbers)
     header = DeltaHeader(
@@ -97,8 +135,12 @@ def encode(
         db_pages=db_pages,
         pages=numbers,
         payload_sha256=hashlib.sha256(raw).hexdigest(),
+        format=MERGED_FORMAT if first else FORMAT,
+        first=first,
+        shrink_to=shrink_to,
+        tip=tip,
     ).signed_with(signing_key)
-    head = json.dumps(asdict(header), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    head = json.dumps(header.fields(), sort_keys=True, separators=(",", ":")).encode("utf-8")
     data = MAGIC + struct.pack(">I", len(head)) + head + zlib.compress(raw, COMPRESSION_LEVEL)
     return data, Delta(header, dict(pages), hashlib.sha256(data).hexdigest(), len(data))
 
@@ -111,7 +153,7 @@ def decode(data: bytes, *, key: str, keys: Sequence[bytes]) -> Delta:
     head_end = len(MAGIC) + 4 + head_len
     try:
         raw = json.loads(data[len(MAGIC) + 4 : head_end].decode("utf-8"))
-        if raw.get("format") != FORMAT:
+        if raw.get("format") not in FORMATS:
             raise SnapshotCorrupt(key, f"its delta format {raw.get('format')!r} is not one this version reads")
         header = DeltaHeader(**{**raw, "pages": tuple(int(n) for n in raw["pages"])})
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -139,6 +181,38 @@ FILE_FORMAT_OFFSET = 18
 ROLLBACK_JOURNAL_FORMAT = b"\x01\x01"
 
 
+def merge(deltas: Sequence[Delta], *, created_at: float, writer: str, signing_key: bytes | None) -> tuple[bytes, Delta]:
+    """``deltas``, a run that follows one another, as one merged delta: the object's bytes, and the delta."""
+    pages, db_pages, shrink_to = _merged_pages(deltas)
+    first, last = deltas[0], deltas[-1]
+    return encode(
+        generation=last.header.generation, seq=last.header.seq, created_at=created_at, writer=writer,
+        parent=first.header.parent, page_size=last.header.page_size, db_pages=db_pages, pages=pages,
+        signing_key=signing_key, first=first.first, shrink_to=shrink_to, tip=last.tip,
+    )  # fmt: skip
+
+
+def _merged_pages(deltas: Sequence[Delta]) -> tuple[dict[int, bytes], int, int]:
+    """What applying ``deltas`` in order does: the pages it leaves, the final size and the smallest size."""
+    pages: dict[int, bytes] = {}
+    db_pages = shrink_to = 0
+
+    def shrink(size: int) -> None:
+        nonlocal shrink_to
+        for number in [n for n in pages if n > size]:
+            del pages[number]  # cut off: a later write brings it back
+        shrink_to = min(shrink_to or size, size)
+
+    for delta in deltas:
+        if delta.header.shrink_to:
+            shrink(delta.header.shrink_to)
+        pages.update(delta.pages)
+        if delta.header.db_pages:
+            db_pages = delta.header.db_pages
+            shrink(db_pages)
+    return pages, db_pages, shrink_to
+
+
 def apply(deltas: Sequence[Delta], image: Path) -> None:
     """Write ``deltas``' pages, in order, into the database file ``image``, and size it as the last one says.
 
@@ -152,6 +226,8 @@ def apply(deltas: Sequence[Delta], image: Path) -> None:
         fd = f.fileno()
         for delta in deltas:
             size = delta.header.page_size
+            if delta.header.shrink_to and delta.header.shrink_to * size < os.fstat(fd).st_size:
+                os.ftruncate(fd, delta.header.shrink_to * size)
             for number, page in delta.pages.items():
                 os.pwrite(fd, page, (number - 1) * size)
             if delta.header.db_pages:

@@ -6,6 +6,7 @@ Given the snapshot key ``K`` (``bucketsqlite/snap.db`` by default)::
     K.generations/<name>.json            a generation's signed record (see `record`)
     K.generations/<name>.chunk0000…      its base: the database image, in chunks, in order
     K.generations/<name>.d00000001…      its deltas: the pages each later flush changed (see `delta`)
+    K.generations/<name>.m00000001-00000016…  merged deltas, each standing for a run of them (see `chain`)
     K.labels/<label>.json, .chunk0000    a labelled copy, never pruned
     K, K.prev                            a buckethead 0.4.x snapshot, adopted as it is
 
@@ -14,13 +15,12 @@ flush can never overwrite a snapshot. A new generation (a new base) is
 committed by replacing ``K.current`` conditionally on the version this
 writer last saw: a writer whose lease was taken over while it was paused
 finds that version gone and is fenced off, instead of silently rolling the
-bucket back. A delta is committed by its own create-only write: deltas are
-numbered without gaps, and a writer that claims the bucket writes the next
-number itself (an empty delta), so a paused predecessor's next delta is
-refused and it is fenced off. The chain of a generation is its deltas from
-1 up to the first missing number; ``K.current`` also says how long the
-chain was when it was last written, a hint that saves nothing but time. A crash at any
-point leaves ``K.current`` naming a whole, verified generation. A generation
+bucket back. A delta is committed by its own create-only write, numbered
+without gaps; the chain of a generation is every point its deltas (and
+merged deltas) lead to from the base. A writer that claims the bucket
+records in ``K.current`` how long the chain was at the claim, and a paused
+predecessor's later deltas are never part of it (see `_chain_ends`). A crash at
+any point leaves ``K.current`` naming a whole, verified generation. A generation
 that was never committed is never listed or offered for restore (see
 `lineage`), and the next writer deletes it.
 
@@ -32,18 +32,22 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
+import logging
 import re
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
+from . import chain as chains
+from .chain import Link, links_of, span_of
 from .chunks import download_chunks, upload_chunks
 from .config import DEFAULT_CHUNK_BYTES
 from .delta import CONTENT_TYPE as DELTA_CONTENT_TYPE
@@ -63,7 +67,7 @@ LABELS_INFIX = ".labels/"
 RECORD_SUFFIX = ".json"
 CHUNK_SUFFIX = ".chunk{index:04d}"
 DELTA_SUFFIX = ".d{seq:08d}"
-_DELTA = re.compile(r"\.d(\d{8})$")
+MERGED_SUFFIX = ".m{first:08d}-{last:08d}"
 #: A restore point inside a generation: ``<generation>+<deltas applied>``.
 POINT_SEPARATOR = "+"
 LEGACY_PREVIOUS_SUFFIX = ".prev"
@@ -76,6 +80,8 @@ RESERVED = (LATEST, PREVIOUS, LEGACY_LATEST, LEGACY_PREVIOUS)
 _LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,99}$")
 #: Records read at once when listing: a bucket's round trips overlap, a local directory does not mind.
 READ_CONCURRENCY = 8
+
+logger = logging.getLogger("buckethead_django")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -130,8 +136,13 @@ class GenerationObjects:
     created_at: float
     keys: tuple[str, ...]
     has_record: bool
-    #: Its chain of deltas, from 1 up to the first missing number: (number, when it was written).
-    deltas: tuple[tuple[int, float], ...] = ()
+    #: Its deltas and merged deltas (see `chain`).
+    links: tuple[Link, ...] = ()
+
+    @functools.cached_property
+    def deltas(self) -> tuple[tuple[int, float], ...]:
+        """Its chain: every point its links lead to from the base, (number, when written), in order."""
+        return chains.points(self.links)
 
 
 @dataclass(frozen=True)
@@ -264,8 +275,10 @@ class History:
         """The key of chunk ``index`` of the generation or label ``name``."""
         return self._base(kind) + name + CHUNK_SUFFIX.format(index=index)
 
-    def delta_key(self, name: str, seq: int) -> str:
-        """The key of delta ``seq`` (from 1) of the generation ``name``."""
+    def delta_key(self, name: str, seq: int, *, first: int | None = None) -> str:
+        """The key of delta ``seq`` (from 1) of the generation ``name``, or of the merged one from ``first``."""
+        if first is not None and first != seq:
+            return self._base(GENERATION) + name + MERGED_SUFFIX.format(first=first, last=seq)
         return self._base(GENERATION) + name + DELTA_SUFFIX.format(seq=seq)
 
     def _base(self, kind: str) -> str:
@@ -404,7 +417,8 @@ class History:
         point is downloaded, verified with ``keys`` and written whole.
         `FileExistsError` (or `PreconditionFailed`) when the name is taken.
         """
-        if source.kind == GENERATION and deltas != 0 and self.deltas(source.name)[: deltas or None]:
+        chain = self.deltas(source.name) if source.kind == GENERATION and deltas != 0 else ()
+        if chain and (deltas is None or chain[0][0] <= deltas):
             if self.store.head(self.record_key(name, kind)) is not None:
                 raise FileExistsError(self.record_key(name, kind))
             with self.fetched(source, keys=keys, deltas=deltas) as image:
@@ -433,11 +447,40 @@ class History:
         put_conditionally(self.store, target, record.to_json(), writer=record.writer, content_type="application/json")
         return replace(record, key=target)
 
-    def write_delta(self, name: str, seq: int, data: bytes, *, writer: str, digest: str) -> str:
-        """Commit delta ``seq`` of generation ``name`` (create-only): `PreconditionFailed` if that number is taken."""
-        target = self.delta_key(name, seq)
-        put_conditionally(self.store, target, data, writer=writer, sha256=digest, content_type=DELTA_CONTENT_TYPE)
-        return target
+    def write_delta(self, delta: Delta, data: bytes, *, writer: str) -> Link:
+        """Commit ``delta`` (create-only): `PreconditionFailed` if its number (or merged run) is taken."""
+        header = delta.header
+        target = self.delta_key(header.generation, header.seq, first=delta.first)
+        put_conditionally(self.store, target, data, writer=writer, sha256=delta.digest, content_type=DELTA_CONTENT_TYPE)
+        return Link(delta.first, header.seq, header.created_at, target, len(data))
+
+    def read_links(
+        self, record: SnapshotRecord, links: Sequence[Link], *, keys: Sequence[bytes], known: Mapping[str, bytes] = {}
+    ) -> list[Delta]:
+        """The deltas at ``links`` of ``record``, downloaded at once (but those ``known`` by key), each verified,
+        each following the one before. Raises `SnapshotCorrupt` naming the first link at fault.
+        """
+
+        def read(link: Link) -> bytes:
+            if link.key in known:
+                return known[link.key]
+            try:
+                return self.store.get(link.key)
+            except ObjectNotFound:
+                raise SnapshotCorrupt(link.key, "the object is missing") from None
+
+        bodies = _concurrently(read, links)
+        applied: list[Delta] = []
+        for link, body in zip(links, bodies, strict=True):
+            delta = decode_delta(body, key=link.key, keys=keys)
+            header = delta.header
+            if (header.generation, delta.first, header.seq) != (record.name, link.first, link.last):
+                moved = f"{delta.first}-{header.seq} of {header.generation!r}"
+                raise SnapshotCorrupt(link.key, f"it is delta {moved}, moved here")
+            if applied and header.parent != applied[-1].tip:
+                raise SnapshotCorrupt(link.key, "it does not follow the delta before it (its parent digest differs)")
+            applied.append(delta)
+        return applied
 
     def planned(self, name: str, seq: int) -> GenerationObjects:
         """The objects every generation called ``name`` has, before (or whether or not) they exist: its record and
@@ -466,12 +509,13 @@ class History:
         keys: Sequence[bytes],
         progress: Progress | None = None,
         deltas: int | None = None,
+        links: Sequence[Link] | None = None,
     ) -> ChainHead:
         """Download ``record``'s snapshot to ``dest`` and prove it: HMAC, every SHA-256, SQLite's integrity check.
 
         A generation's base is followed by its deltas: the first ``deltas``
         of its chain (0: the base alone; None: all that are committed, see
-        `points`). Raises
+        `points`), found among ``links`` (None: listed now). Raises
         `SnapshotCorrupt` naming the object at fault; ``dest`` is left only
         when everything verified. 0.4.x snapshots have no record to sign, so
         only their content is checked. Returns the end of the chain applied.
@@ -489,54 +533,59 @@ class History:
             if record.kind == GENERATION and deltas is None:
                 deltas = max((p.deltas for p in self.points() if p.generation.name == record.name), default=0)
             if record.kind == GENERATION and deltas != 0:
-                chain = self._read_chain(record, keys=keys, upto=deltas)
+                chain = self._read_chain(record, keys=keys, upto=deltas, links=links)
                 _check_page_size(dest, chain)
                 apply_deltas(chain, dest)
                 if chain:
-                    head = ChainHead(chain[-1].header.seq, chain[-1].digest)
+                    head = ChainHead(chain[-1].header.seq, chain[-1].tip)
             validate(dest, record.chunks[0].key if len(record.chunks) == 1 and head.seq == 0 else record.key)
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
         return head
 
-    def _read_chain(self, record: SnapshotRecord, *, keys: Sequence[bytes], upto: int | None) -> list[Delta]:
-        """Deltas 1 to ``upto`` (None: the whole chain) of ``record``, downloaded at once, each verified and linked."""
-        chain = self.deltas(record.name)
-        if upto is not None:
-            if upto > len(chain):
-                raise SnapshotCorrupt(
-                    self.delta_key(record.name, len(chain) + 1),
-                    f"the object is missing: generation {record.name} has {len(chain)} deltas, not {upto}",
-                )
-            chain = chain[:upto]
+    def _read_chain(
+        self, record: SnapshotRecord, *, keys: Sequence[bytes], upto: int | None, links: Sequence[Link] | None = None
+    ) -> list[Delta]:
+        """The deltas that lead from ``record``'s base to its point ``upto`` (None: its newest), fewest first.
 
-        def read(seq: int) -> bytes:
+        Each is verified and must follow the one before it. A merged delta
+        that fails is passed by through the deltas it stands for, when the
+        bucket still holds them; any other damage is refused by name, with
+        the newest point before it.
+        """
+        if links is None:
+            links = self.links(record.name)
+        chain = chains.points(links)
+        target = chains.end(chain) if upto is None else upto
+        bad: set[Link] = set()
+        while True:
+            usable = [link for link in links if link not in bad]
             try:
-                return self.store.get(self.delta_key(record.name, seq))
-            except ObjectNotFound:
-                raise SnapshotCorrupt(self.delta_key(record.name, seq), "the object is missing") from None
-
-        bodies = _concurrently(read, [seq for seq, _ in chain])
-        parent = record.sha256
-        applied: list[Delta] = []
-        for (seq, _), body in zip(chain, bodies, strict=True):
-            where = self.delta_key(record.name, seq)
-            try:
-                delta = decode_delta(body, key=where, keys=keys)
-                header = delta.header
-                if (header.generation, header.seq) != (record.name, seq):
-                    raise SnapshotCorrupt(where, f"it is delta {header.seq} of {header.generation!r}, moved here")
-                if header.parent != parent:
-                    raise SnapshotCorrupt(where, "it does not follow the delta before it (its parent digest differs)")
-            except SnapshotCorrupt as damage:
+                route = chains.path(usable, target)
+            except KeyError:
+                reached = chains.newest(chains.points(usable), target)
+                missing = self.delta_key(record.name, reached + 1)
                 raise SnapshotCorrupt(
-                    where,
-                    f"{damage.reason}; the newest point before it is {point_name(record.name, seq - 1)}",
+                    missing,
+                    f"the object is missing: generation {record.name} has no delta from point {reached} on "
+                    f"towards point {target}; the newest point before it is {point_name(record.name, reached)}",
                 ) from None
-            applied.append(delta)
-            parent = delta.digest
-        return applied
+            try:
+                read = self.read_links(record, route, keys=keys)
+                if read and read[0].header.parent != record.sha256:
+                    raise SnapshotCorrupt(route[0].key, "it does not follow the base (its parent digest differs)")
+                return read
+            except SnapshotCorrupt as damage:
+                link = next((x for x in route if x.key == damage.key), None)
+                if link is not None and link.merged:
+                    logger.warning("BucketSQLite passed by a merged delta that fails verification: %s", damage)
+                    bad.add(link)
+                    continue
+                before = 0 if link is None else chains.newest(chains.points(usable), link.first - 1)
+                raise SnapshotCorrupt(
+                    damage.key, f"{damage.reason}; the newest point before it is {point_name(record.name, before)}"
+                ) from None
 
     @contextlib.contextmanager
     def fetched(
@@ -579,31 +628,37 @@ class History:
     def generations(self) -> list[GenerationObjects]:
         """Every generation in the bucket, committed or not, oldest first, from one listing (no object is read)."""
         base = self._base(GENERATION)
-        found: dict[str, list[tuple[str, float]]] = {}
+        found: dict[str, list[tuple[str, float, int]]] = {}
         for info in iter_objects(self.store, base):
             name = info.key[len(base) :].split(".", 1)[0]
             if generation_seq(name) is not None:
-                found.setdefault(name, []).append((info.key, info.last_modified.timestamp()))
+                found.setdefault(name, []).append((info.key, info.last_modified.timestamp(), info.size))
         listed = []
         for name, objects in found.items():
             record_key = self.record_key(name, GENERATION)
-            base_times = [t for k, t in objects if not _DELTA.search(k)]
+            base_times = [t for k, t, _ in objects if span_of(k) is None]
             listed.append(
                 GenerationObjects(
                     name=name,
                     seq=generation_seq(name) or 0,
-                    created_at=min(base_times or [t for _, t in objects]),
-                    keys=tuple(sorted(k for k, _ in objects)),
-                    has_record=record_key in {k for k, _ in objects},
-                    deltas=_chain_of(dict(objects)),
+                    created_at=min(base_times or [t for _, t, _ in objects]),
+                    keys=tuple(sorted(k for k, _, _ in objects)),
+                    has_record=record_key in {k for k, _, _ in objects},
+                    links=links_of(objects),
                 )
             )
         return sorted(listed, key=lambda g: (g.seq, g.created_at))
 
+    def links(self, name: str, *, after: int = 0) -> tuple[Link, ...]:
+        """The deltas and merged deltas of generation ``name`` as the bucket holds them now (one listing), or only
+        the deltas numbered after ``after`` (a listing that starts there: what a chain gained since)."""
+        prefix = self._base(GENERATION) + name + (DELTA_SUFFIX.partition("{")[0] if after else ".")
+        listed = iter_objects(self.store, prefix, start_after=self.delta_key(name, after) if after else None)
+        return links_of((info.key, info.last_modified.timestamp(), info.size) for info in listed)
+
     def deltas(self, name: str) -> tuple[tuple[int, float], ...]:
-        """The chain of deltas of generation ``name`` as the bucket holds it now: (number, when written)."""
-        prefix = self._base(GENERATION) + name + ".d"
-        return _chain_of({info.key: info.last_modified.timestamp() for info in iter_objects(self.store, prefix)})
+        """The chain of generation ``name`` as the bucket holds it now: each point, (number, when written)."""
+        return chains.points(self.links(name))
 
     def records(self, kind: str) -> list[SnapshotRecord]:
         """Every readable record of ``kind`` (generations or labels), newest first; unreadable ones are skipped."""
@@ -644,13 +699,13 @@ class History:
             current = None
         committed = current.record if current is not None else None
         restorable = self._restorable(committed)
-        chains = {g.name: g.deltas for g in self.generations()}
-        ends = _chain_ends(restorable, current, chains)
+        deltas = {g.name: g.deltas for g in self.generations()}
+        ends = _chain_ends(restorable, current, deltas)
         found: list[Point] = []
         for record in restorable:
-            chain = chains.get(record.name, ())[: ends[record.name]]
+            chain = chains.upto(deltas.get(record.name, ()), ends[record.name])
             current_generation = committed is not None and record.name == committed.name
-            end = len(chain)
+            end = chains.end(chain)
             found.append(Point(record, 0, record.created_at, current_generation and not end, not end))
             found.extend(
                 Point(record, seq, at, current_generation and seq == end, seq == end) for seq, at in chain
@@ -661,8 +716,8 @@ class History:
         """How many deltas of the current generation are committed (``chain``: its deltas as listed; None: list)."""
         if current.record is None:
             return 0
-        chains = {current.record.name: self.deltas(current.record.name) if chain is None else chain}
-        return _chain_ends([current.record], current, chains)[current.record.name]
+        listed = {current.record.name: self.deltas(current.record.name) if chain is None else chain}
+        return _chain_ends([current.record], current, listed)[current.record.name]
 
     def find_at(self, when: float) -> SnapshotEntry:
         """The newest restorable point written at or before ``when`` (Unix time); KeyError if there is none."""
@@ -730,10 +785,11 @@ class History:
                     with self.fetched(entry.record, keys=keys, deltas=deltas):
                         return entry.name if deltas == entry.deltas else point_name(entry.record.name, deltas or 0)
                 except (SnapshotCorrupt, ObjectNotFound) as damage:
-                    bad = _DELTA.search(getattr(damage, "key", "") or "")
-                    if bad is None or int(bad.group(1)) <= 1:
+                    bad = span_of(getattr(damage, "key", "") or "")
+                    if bad is None or bad[0] <= 1:
                         break
-                    deltas = int(bad.group(1)) - 1  # the chain breaks there: the point before it may verify
+                    # The chain breaks there: the newest point before it may verify.
+                    deltas = chains.newest(self.deltas(entry.record.name), bad[0] - 1)
         return None
 
     def unfinished(
@@ -774,7 +830,7 @@ class History:
 
 
 def _chain_ends(
-    records: Sequence[SnapshotRecord], current: Current | None, chains: dict[str, tuple[tuple[int, float], ...]]
+    records: Sequence[SnapshotRecord], current: Current | None, listed: dict[str, tuple[tuple[int, float], ...]]
 ) -> dict[str, int]:
     """How many deltas of each generation in ``records`` are committed.
 
@@ -784,7 +840,7 @@ def _chain_ends(
     long its chain was at the claim): a paused predecessor's later deltas
     are never part of the history.
     """
-    ends = {r.name: len(chains.get(r.name, ())) for r in records}
+    ends = {r.name: chains.end(listed.get(r.name, ())) for r in records}
     for record in records:
         if record.parent in ends and record.format >= DELTAS_FORMAT:
             ends[record.parent] = min(ends[record.parent], record.parent_deltas)
@@ -801,15 +857,6 @@ def _point_entry(point: Point) -> SnapshotEntry:
         last_modified=dt.datetime.fromtimestamp(point.at, tz=dt.UTC),
         deltas=point.deltas,
     )
-
-
-def _chain_of(objects: dict[str, float]) -> tuple[tuple[int, float], ...]:
-    """The deltas among ``objects`` (key -> when written) from number 1 up to the first missing one."""
-    numbered = {int(m.group(1)): t for key, t in objects.items() if (m := _DELTA.search(key))}
-    chain = []
-    while len(chain) + 1 in numbered:
-        chain.append((len(chain) + 1, numbered[len(chain) + 1]))
-    return tuple(chain)
 
 
 def _check_page_size(image: Path, chain: Sequence[Delta]) -> None:

@@ -35,9 +35,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn
 
+from . import chain as chains
+from .chain import Link, merges_due
 from .config import SnapshotConfig
 from .database import Fingerprint, HostDatabase, temporary_copy_path
 from .delta import encode as encode_delta
+from .delta import merge
 from .errors import (
     CurrentSnapshotCorrupt,
     ObjectStoreError,
@@ -75,6 +78,8 @@ REQUEST_POLL_SECONDS = 0.1
 INSTALLED, KEPT, FENCED = "installed", "kept", "fenced"
 #: The replicator folds the WAL into the database file once it holds this many frames (SQLite's own default).
 CHECKPOINT_FRAMES = 1000
+#: Bytes of the deltas on the chain's restore path kept in memory, so that merging them reads nothing back.
+RECENT_DELTA_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -169,8 +174,10 @@ class Replicator:
         self._carry_db_pages = 0
         #: False until this writer committed a generation of its own: it never adds to another writer's chain.
         self._own_generation = False
-        #: Bytes of the deltas since the current generation's base: past a fraction of the database, a new base.
-        self._delta_bytes = 0
+        #: The links a restore of the chain's end reads (see `chain`): past a fraction of the database, a new base.
+        self._path: list[Link] = []
+        #: The objects of the links on that path, as written, up to `RECENT_DELTA_BYTES`: what the next merge reads.
+        self._recent: dict[str, bytes] = {}
         #: Read transactions that keep the WAL from being restarted before it is read (see `wal`).
         self._pins: list[sqlite3.Connection] = []
         self._alone = False
@@ -227,10 +234,12 @@ class Replicator:
                 self.lease.wait_until_free(wait=wait)
             current, listing = self._read_bucket()
             committed = current.record.name if current is not None and current.record is not None else None
-            chain = next((g.deltas for g in listing if g.name == committed), ())
+            generation = next((g for g in listing if g.name == committed), None)
+            chain = generation.deltas if generation is not None else ()
             if current is not None:
-                chain = chain[: self.history.committed_deltas(current, chain)]
-            settled, shipped = self._settle(current, chain, alone=alone)
+                chain = chains.upto(chain, self.history.committed_deltas(current, chain))
+            links = generation.links if generation is not None else ()
+            settled, shipped = self._settle(current, chain, links, alone=alone)
             self._watch()
             if settled == FENCED:
                 return  # this host's file went its own way while other processes use it: ship nothing
@@ -250,7 +259,7 @@ class Replicator:
             if self.lease.lease is None:
                 self.lease.take(wait=wait)
             try:
-                self._current = self._claim(current, listing, deltas=len(chain))
+                self._current = self._claim(current, listing, deltas=chains.end(chain))
             except PreconditionFailed:
                 continue  # another writer committed since it was read: read and decide again
             self._generations = self._drop_unfinished(listing, current)
@@ -327,7 +336,7 @@ class Replicator:
         return current, listing
 
     def _settle(
-        self, current: Current | None, chain: tuple[tuple[int, float], ...], *, alone: bool
+        self, current: Current | None, chain: tuple[tuple[int, float], ...], links: Sequence[Link], *, alone: bool
     ) -> tuple[str, tuple[Shipped, Fingerprint] | None]:
         """Make the file hold what it must: `INSTALLED` the bucket's, `KEPT` as it is (it holds the bucket's
         current generation, maybe with changes since), or `FENCED` (it does not, but other processes use it).
@@ -339,11 +348,11 @@ class Replicator:
         if source is None:
             legacy = self.history.legacy()
             source = legacy[0] if legacy and legacy[0].name == LEGACY_LATEST else None
-        wanted = None if source is None else point_name(source.name, len(chain))
+        wanted = None if source is None else point_name(source.name, chains.end(chain))
         self.restored_from = source
         state = self.host.state()
         if not self.database.exists():
-            self._install(source, len(chain))
+            self._install(source, chains.end(chain), links)
             return INSTALLED, None
         damage = self.database.quick_check() if alone else []
         ours = state is not None and state.bucket == self.bucket_id
@@ -380,12 +389,12 @@ class Replicator:
                 f"it holds changes never shipped, and the bucket moved on from {state.point!r} to "  # type: ignore[union-attr]
                 f"{wanted!r} (another host wrote it)",
             )
-        self._install(source, len(chain))
+        self._install(source, chains.end(chain), links)
         return INSTALLED, None
 
-    def _install(self, source: SnapshotRecord | None, deltas: int) -> None:
-        """Replace the file with ``source`` and its first ``deltas`` deltas (verified first; None: an empty
-        database). Nobody has it open."""
+    def _install(self, source: SnapshotRecord | None, deltas: int, links: Sequence[Link]) -> None:
+        """Replace the file with ``source`` and its first ``deltas`` deltas, found among ``links`` (verified
+        first; None: an empty database). Nobody has it open."""
         if source is None:
             self.database.create(None)
         else:
@@ -393,7 +402,7 @@ class Replicator:
             self.database.check_room(source.size)
 
             def download(path: Path) -> None:
-                self._chain = self.history.fetch(source, path, keys=self.verify_keys, deltas=deltas)
+                self._chain = self.history.fetch(source, path, keys=self.verify_keys, deltas=deltas, links=links)
 
             try:
                 self.database.install(download)  # straight into the host's directory: no second copy
@@ -439,7 +448,7 @@ class Replicator:
             # The generation's own writer was current until now: listed after the claim, a delta it wrote before
             # it is counted, and any later one finds the current record changed and is never reported done (see
             # `_still_current`). A chain an earlier claim cut stays cut.
-            listed = len(self.history.deltas(current.record.name))
+            listed = chains.reach(self.history.links(current.record.name, after=deltas), deltas)
             if listed != deltas:
                 self.history.commit(current.record, self.writer_id, etag=claimed.etag, next_seq=next_seq, deltas=listed)
                 raise PreconditionFailed(self.history.current_key, "the predecessor committed more deltas meanwhile")
@@ -540,6 +549,7 @@ class Replicator:
                 generation=generation_of(self._current_name()), at=time.time(), point=self._current_name(),
             )  # fmt: skip
             self._delete_unreferenced_blobs(doomed)
+            self._merge()
             self._apply_retention()
             if current_position(self.database.path).frame >= CHECKPOINT_FRAMES:
                 self._checkpoint()
@@ -565,7 +575,7 @@ class Replicator:
         page_size = changes.page_size or self._page_size()
         db_bytes = (changes.db_pages or self._carry_db_pages) * page_size or self.database.size_bytes()
         config = self.snapshot_config
-        if self._chain.seq + 1 > config.compact_deltas or self._delta_bytes + pages * page_size > (
+        if self._chain.seq + 1 > config.compact_deltas or sum(link.size for link in self._path) + pages * page_size > (
             config.compact_ratio * db_bytes
         ):
             return None  # compaction: the deltas since the base have grown past a fraction of the database
@@ -590,17 +600,76 @@ class Replicator:
         state = self.host.state()
         if state is not None:
             self._record(replace(state, shipping=shipping, shipping_fingerprint=seen))
-        key = self.history.write_delta(record.name, seq, data, writer=self.writer_id, digest=delta.digest)
+        link = self.history.write_delta(delta, data, writer=self.writer_id)
         if progress is not None:
             progress(len(data))
         self._chain, self._position = ChainHead(seq, delta.digest), changes.end
         self._carry, self._carry_db_pages = {}, 0
-        self._delta_bytes += len(data)
-        self._generations = [
-            replace(g, keys=(*g.keys, key)) if g.name == record.name else g for g in self._generations
-        ]  # fmt: skip
+        self._add_link(record, link, data)
         self._still_current()
         return len(data)
+
+    def _add_link(self, record: SnapshotRecord, link: Link, data: bytes) -> None:
+        """Count a delta this writer committed in: the generation's objects, and the path a restore reads."""
+        self._generations = [
+            replace(g, keys=(*g.keys, link.key), links=(*g.links, link)) if g.name == record.name else g
+            for g in self._generations
+        ]  # fmt: skip
+        self._path = [*(x for x in self._path if x.first < link.first), link]
+        self._recent = {x.key: self._recent[x.key] for x in self._path if x.key in self._recent}
+        if sum(map(len, self._recent.values())) + len(data) <= RECENT_DELTA_BYTES:
+            self._recent[link.key] = data
+
+    def _merge(self) -> None:
+        """Write the merged deltas due at the chain's end (see `chain`); a failure costs restores time, not data.
+
+        Each is made from the links that lead through its run (kept from
+        when they were written, or read back from the bucket), verified, so
+        that it holds exactly what they do.
+        """
+        record, due = self.current_record, merges_due(self._chain.seq)
+        generation = next((g for g in self._generations if record is not None and g.name == record.name), None)
+        if record is None or generation is None or not self._own_generation or not due:
+            return
+        for first, last in due:
+            try:
+                route = chains.path(generation.links, last, start=first - 1)
+                sources = self.history.read_links(record, route, keys=self.verify_keys, known=self._recent)
+                data, merged = merge(
+                    sources, created_at=time.time(), writer=self.writer_id, signing_key=self.signing_key
+                )
+                link = self.history.write_delta(merged, data, writer=self.writer_id)
+            except Exception as exc:  # noqa: BLE001 - a merge is an optimisation: the deltas it would stand for stay
+                logger.warning("BucketSQLite could not merge deltas %d-%d of %s: %s", first, last, record.name, exc)
+                return
+            self._add_link(record, link, data)
+            generation = next(g for g in self._generations if g.name == record.name)
+        self._thin()
+
+    def _thin(self) -> None:
+        """Delete the deltas that merged deltas stand for once retention no longer keeps them as points (see
+        `chain.thinned` and `SnapshotConfig`). A failure is retried after the next merge."""
+        config, now = self.snapshot_config, time.time()
+        plain, merged = (
+            None if seconds is None else now - seconds
+            for seconds in (config.keep_every_flush_seconds, config.keep_max_age_seconds)
+        )
+        for index, generation in enumerate(list(self._generations)):
+            doomed = chains.thinned(generation.links, plain_before=plain, merged_before=merged)
+            deleted: set[str] = set()
+            for link in doomed:
+                try:
+                    self.history.store.delete(link.key)
+                except ObjectStoreError:
+                    logger.warning("BucketSQLite could not thin the deltas of %s; will retry", generation.name)
+                    break
+                deleted.add(link.key)
+            if deleted:
+                self._generations[index] = replace(
+                    generation,
+                    keys=tuple(k for k in generation.keys if k not in deleted),
+                    links=tuple(x for x in generation.links if x.key not in deleted),
+                )
 
     def _still_current(self) -> None:
         """Raise `PreconditionFailed` if another writer has claimed the bucket since this one committed.
@@ -623,7 +692,7 @@ class Replicator:
             start = self._capture(image)
             size = image.stat().st_size
             record = self._commit_generation(image, progress, seen=seen)
-        self._chain, self._position, self._delta_bytes = ChainHead(0, record.sha256), start, 0
+        self._chain, self._position, self._path, self._recent = ChainHead(0, record.sha256), start, [], {}
         self._carry, self._carry_db_pages = {}, 0
         self._own_generation = True
         return size

@@ -7,6 +7,7 @@ helpers exist only so that every subcommand words them the same way.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 
 from django.template.defaultfilters import filesizeformat
@@ -67,3 +68,24 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
         "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=False)).rstrip()
         for line in (headers, *rows)
     ]
+
+
+_AGE = re.compile(r"^-(\d+(?:\.\d+)?)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_when(text: str, *, now: float) -> float:
+    """Unix time from an ISO 8601 time (UTC unless it names a zone) or an age like ``-10m``; ValueError if neither."""
+    text = text.strip()
+    if match := _AGE.match(text):
+        return now - float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: give an ISO 8601 time such as 2026-11-30T14:05:00Z, or an age such as "
+            "-90s, -10m, -2h or -1d"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()

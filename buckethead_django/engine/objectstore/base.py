@@ -89,14 +89,18 @@ class ObjectStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
-    def list_page(self, prefix: str = "", *, token: str | None = None, page_size: int = 1000) -> ListPage: ...
+    def list_page(
+        self, prefix: str = "", *, token: str | None = None, page_size: int = 1000, start_after: str | None = None
+    ) -> ListPage: ...
 
 
-def iter_objects(store: ObjectStore, prefix: str = "", *, page_size: int = 1000) -> Iterator[ObjectInfo]:
-    """Every object under ``prefix``, following pagination."""
+def iter_objects(
+    store: ObjectStore, prefix: str = "", *, page_size: int = 1000, start_after: str | None = None
+) -> Iterator[ObjectInfo]:
+    """Every object under ``prefix`` (whose key sorts after ``start_after``, if given), following pagination."""
     token: str | None = None
     while True:
-        page = store.list_page(prefix, token=token, page_size=page_size)
+        page = store.list_page(prefix, token=token, page_size=page_size, start_after=start_after)
         yield from page.objects
         if page.next_token is None:
             return

@@ -197,8 +197,11 @@ class LocalObjectStore:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
 
-    def list_page(self, prefix: str = "", *, token: str | None = None, page_size: int = 1000) -> ListPage:
-        keys = sorted(k for k in self._walk() if k.startswith(prefix) and (token is None or k > token))
+    def list_page(
+        self, prefix: str = "", *, token: str | None = None, page_size: int = 1000, start_after: str | None = None
+    ) -> ListPage:
+        after = max(token or "", start_after or "")
+        keys = sorted(k for k in self._walk() if k.startswith(prefix) and k > after)
         page = keys[:page_size]
         objects = []
         for key in page:

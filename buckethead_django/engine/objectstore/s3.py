@@ -273,10 +273,14 @@ class S3ObjectStore:
         with self._errors(key):
             self._client.delete_object(Bucket=self.bucket, Key=key)
 
-    def list_page(self, prefix: str = "", *, token: str | None = None, page_size: int = 1000) -> ListPage:
+    def list_page(
+        self, prefix: str = "", *, token: str | None = None, page_size: int = 1000, start_after: str | None = None
+    ) -> ListPage:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": page_size}
         if token:
             kwargs["ContinuationToken"] = token
+        if start_after:
+            kwargs["StartAfter"] = start_after
         with self._errors(prefix):
             r = self._client.list_objects_v2(**kwargs)
         objects = [

@@ -292,6 +292,7 @@ class Command(BaseCommand):
                 "count": kept,
                 "keep_snapshots": retention.keep_snapshots,
                 "keep_snapshots_max_age": retention.keep_max_age_seconds,
+                "keep_every_flush": retention.keep_every_flush_seconds,
                 "keep_daily": retention.keep_daily,
                 "keep_previous": retention.keep_previous,
             },
@@ -622,7 +623,10 @@ class Command(BaseCommand):
 
     def _point_at(self, bucket: Bucket, text: str) -> str:
         """The name of the newest restorable point flushed at or before the time ``text`` gives."""
-        when = parse_when(text, now=time.time())
+        try:
+            when = display.parse_when(text, now=time.time())
+        except ValueError as exc:
+            raise CommandError(f"--at {exc}") from None
         try:
             return bucket.history.find_at(when).name
         except KeyError:
@@ -1020,27 +1024,6 @@ def _check_sqlite_file(path: Path) -> str:
     return f"the file {path} ({display.size(size)})"
 
 
-_AGE = re.compile(r"^-(\d+(?:\.\d+)?)([smhd])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_when(text: str, *, now: float) -> float:
-    """Unix time from an ISO 8601 time (UTC unless it names a zone) or an age like ``-10m``; CommandError if neither."""
-    text = text.strip()
-    if match := _AGE.match(text):
-        return now - float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise CommandError(
-            f"--at {text!r} is not a time: give an ISO 8601 time such as 2026-11-30T14:05:00Z, or an age such as "
-            "-90s, -10m, -2h or -1d"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.timestamp()
-
-
 def _copy_to_label(bucket: Bucket, source: SnapshotEntry, label: str) -> SnapshotEntry:
     """Keep ``source`` under ``label`` by server-side copies, signed by this process; the live data is untouched.
 
@@ -1101,7 +1084,9 @@ def _retention_line(kept: int, config: SnapshotConfig) -> str:
         rule += f", any younger than {display.duration(config.keep_max_age_seconds)}"
     if config.keep_daily:
         rule += f", the newest of each of {config.keep_daily} days"
-    return f"{kept} in the bucket; {rule} (each with all its points, and every labelled snapshot)"
+    every = config.keep_every_flush_seconds
+    points = "every flush a point" if every is None else f"every flush of the last {display.duration(every)} a point"
+    return f"{kept} in the bucket; {rule} ({points}, and every labelled snapshot)"
 
 
 def _health_line(health: EngineHealth) -> str:
