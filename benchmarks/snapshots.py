@@ -588,7 +588,8 @@ def report_flush(results: dict[str, dict]) -> None:
         r = results[system]
         if "flush" in r:
             f = flushes[system] = r["flush"]
-            rows.append([NAMES[system], f["seconds"], r["steady_flush_s"], *(f["extra"][x] for x in fields),
+            rows.append([NAMES[system], f"{f['seconds'] * 1000:.1f}", f"{r['steady_flush_s'] * 1000:.1f}",
+                         *(f["extra"][x] for x in fields),
                          f["kept"]["VmRSS"]])  # fmt: skip
         elif system == "litestream" and "change" in r:
             rows.append([NAMES[system], "-", "-", "-", "-", "-", "-"])
@@ -600,7 +601,7 @@ def report_flush(results: dict[str, dict]) -> None:
                      ratio(results["ours"]["steady_flush_s"], results["buckethead041"]["steady_flush_s"]),
                      *(ratio(o["extra"][x], p["extra"][x]) for x in fields), ratio(o["kept"]["VmRSS"],
                      p["kept"]["VmRSS"])])  # fmt: skip
-    print(table(["", "flush (s)", "steady flush, median (s)", "extra VmRSS (MiB)", "extra RssAnon (MiB)",
+    print(table(["", "flush (ms)", "steady flush, median (ms)", "extra VmRSS (MiB)", "extra RssAnon (MiB)",
                  "extra RssShmem (MiB)", "kept VmRSS (MiB)"], rows))  # fmt: skip
     print("  (Litestream ships from its own process, on its own schedule: it has no flush to time here)")
 
