@@ -194,6 +194,7 @@ def measure_engine(system: str, python: Path, moto: MotoServer, args: argparse.N
             steady, out["steady"] = requests_of(lambda: writer.call("steady", n=args.flushes))
             out["steady_seconds"] = time.monotonic() - began
             out["steady_flush_s"] = median(steady["seconds"])
+            out["bare_round_trips_s"] = bare_round_trips(proxy.url, prefix, request_counts(out["change"])["payload"])
             out["bucket"] = bucket_usage(moto.client(), BUCKET, prefix)
             expected = writer.call("check")
             writer.call("stop")
@@ -295,6 +296,24 @@ def report_day(day: dict, results: dict[str, dict], args: argparse.Namespace) ->
         if "bucket" in r:
             print(f"  {NAMES[peer]} after {args.flushes} flushes (table 5): {r['bucket'][1] / r['db_bytes']:.2f}x "
                   "the database; it runs on the clock, so a day of it is not simulated here")  # fmt: skip
+
+
+def bare_round_trips(endpoint: str, prefix: str, size: int, times: int = 20) -> float:
+    """The median time of what a delta flush sends, alone: a PUT of ``size`` bytes and a HEAD, through boto3."""
+    import boto3
+    from botocore.config import Config
+
+    retries = Config(retries={"max_attempts": 2})
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config=retries, **CREDENTIALS)
+    seconds = []
+    for n in range(times):
+        key = f"{prefix}bare/{n}"
+        began = time.perf_counter()
+        client.put_object(Bucket=BUCKET, Key=key, Body=os.urandom(size))
+        client.head_object(Bucket=BUCKET, Key=key)
+        seconds.append(time.perf_counter() - began)
+        client.delete_object(Bucket=BUCKET, Key=key)
+    return median(seconds)
 
 
 # -- Litestream ----------------------------------------------------------------------------------------
@@ -604,6 +623,12 @@ def report_flush(results: dict[str, dict]) -> None:
     print(table(["", "flush (ms)", "steady flush, median (ms)", "extra VmRSS (MiB)", "extra RssAnon (MiB)",
                  "extra RssShmem (MiB)", "kept VmRSS (MiB)"], rows))  # fmt: skip
     print("  (Litestream ships from its own process, on its own schedule: it has no flush to time here)")
+    ours = results["ours"]
+    if "bare_round_trips_s" in ours:
+        bare = ours["bare_round_trips_s"] * 1000
+        own = ours["steady_flush_s"] * 1000 - bare
+        print(f"  ours: a bare PUT of the delta's bytes and a HEAD through the same proxy take {bare:.1f} ms "
+              f"(median of 20), so the engine's own work in a steady flush is about {own:.1f} ms")  # fmt: skip
 
 
 def month_figures(system: str, r: dict, args: argparse.Namespace) -> dict:
