@@ -15,6 +15,7 @@ and on another.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import io
@@ -1281,3 +1282,68 @@ def test_history_points_and_restore_at_a_time(command: BucketConfig) -> None:
     assert "no restorable point" in str(refusal("restore", "--at", "2000-01-01T00:00:00Z", "--yes"))
     assert "is not a time" in str(refusal("restore", "--at", "yesterday-ish", "--yes"))
     assert "not several" in str(refusal("restore", "latest", "--at=-1m", "--yes"))
+
+
+# -- flush, Django's common options, -v 0 ----------------------------------------------------------
+
+
+def test_flush_ships_the_servers_changes_now_and_says_what_it_did(
+    host_server: BucketSQLite, command: BucketConfig
+) -> None:
+    host_server.kv.set("k", "written by the server")
+    host_server.force_flush()
+    host_server.kv.set("k", "not flushed yet")
+    assert kv_in_bucket(command) == {"k": "written by the server"}
+
+    out = call("flush").out
+    assert re.match(r"Flushed the host's changes to .*: its newest point is now \S+\+1\.\n", out), out
+    assert kv_in_bucket(command) == {"k": "not flushed yet"}, "the server's replicator shipped it when asked"
+    assert lease_in(command).same_holder(host_server.lease), "and keeps the bucket"
+
+    again = call_json("flush")
+    assert (again["uploaded"], again["reason"]) == (False, "unchanged")
+    assert "Nothing to flush" in call("flush").out
+
+
+def test_flush_with_no_server_running_ships_the_hosts_database_itself(command: BucketConfig) -> None:
+    seed(command, k="1")
+    assert call_json("flush")["reason"] == "unchanged", "the host's database is the bucket's"
+    assert lease_in(command) is None, "it released the bucket when it exited"
+
+
+def test_flush_is_refused_while_a_writer_on_another_host_holds_the_bucket(
+    command: BucketConfig, make_engine: EngineFactory
+) -> None:
+    seed(command, k="v")
+    make_engine(**signing()).start()
+    assert "refusing to flush this host's database" in str(refusal("flush"))
+
+
+def test_djangos_common_options_work_after_the_subcommand_and_v0_keeps_only_the_data(tmp_path: Path) -> None:
+    quiet = manage(tmp_path, "buckethead", "kv", "set", "greeting", "hello", "-v", "0", "--no-color", "--traceback")
+    assert (quiet.stdout, quiet.stderr) == ("", ""), "-v 0 leaves out the report of a change"
+    moved = manage(tmp_path, "buckethead", "kv", "get", "greeting", "--settings", "example_site.settings", "-v", "0")
+    assert moved.stdout == "hello\n", "the data asked for is printed at every verbosity"
+    loud = manage(tmp_path, "buckethead", "kv", "set", "greeting", "hi", "--verbosity", "1")
+    assert loud.stdout.startswith("Set 'greeting' (2 bytes) and flushed it to ")
+    wrong = manage(tmp_path, "buckethead", "kv", "get", "greeting", "-v", "7", check=False)
+    assert wrong.returncode == 2
+    assert "argument -v/--verbosity: invalid choice: 7" in wrong.stderr
+
+
+def test_kv_get_json_gives_a_binary_value_base64_encoded(command: BucketConfig) -> None:
+    seed(command)
+    with server_engine(command) as writer:
+        writer.kv.set_bytes("blob", b"\x00\xff binary")
+    data = call_json("kv", "get", "blob")
+    assert (data["encoding"], base64.b64decode(data["value"])) == ("base64", b"\x00\xff binary")
+    assert "with --json it comes base64-encoded" in str(refusal("kv", "get", "blob"))
+
+
+def test_files_get_into_a_missing_directory_is_refused(command: BucketConfig, tmp_path: Path) -> None:
+    with server_engine(command) as writer:
+        stored = writer.files.put(b"contents", filename="notes.txt")
+    missing = tmp_path / "no-such-dir" / "notes.txt"
+    refused = str(refusal("files", "get", stored, str(missing)))
+    assert f"the directory {missing.parent} does not exist; create it first" in refused
+    assert not missing.parent.exists(), "nothing was created"

@@ -23,12 +23,14 @@ WIDTH = 30
 class ProgressBar:
     """Call it with the bytes moved since the last call (boto3's ``Callback``); use it as a context manager."""
 
-    def __init__(self, out: OutputWrapper, label: str, total: int, *, min_bytes: int = MIN_BYTES) -> None:
+    def __init__(
+        self, out: OutputWrapper, label: str, total: int, *, min_bytes: int = MIN_BYTES, quiet: bool = False
+    ) -> None:
         self.out = out
         self.label = label
         self.total = total
         self.done = 0
-        self.enabled = out.isatty() and total >= min_bytes
+        self.enabled = not quiet and out.isatty() and total >= min_bytes
         self._drawn = -1
         self._lock = threading.Lock()
 

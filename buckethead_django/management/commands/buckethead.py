@@ -15,6 +15,7 @@ import base64
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import re
 import socket
@@ -93,8 +94,8 @@ class TerseParser(CommandParser):
 
 class Command(BaseCommand):
     help = (
-        "Operate BucketHead: status, snapshot, history, restore, import an existing SQLite database, and inspect KV "
-        "entries and files. Run `manage.py buckethead <subcommand> --help` for each."
+        "Operate BucketHead: status, flush, snapshot, history, restore, import an existing SQLite database, and "
+        "inspect KV entries and files. Run `manage.py buckethead <subcommand> --help` for each."
     )
     # It must run on a project whose checks fail, to show what is wrong; BucketHead's settings are checked here.
     requires_system_checks: list[str] = []  # noqa: RUF012 - Django's own attribute, declared as in Django
@@ -128,6 +129,14 @@ class Command(BaseCommand):
         )
         snapshot.add_argument(
             "--label", metavar="NAME", help="Keep the snapshot under this name (default: manual-<UTC time>)."
+        )
+        _add(
+            commands,
+            parser,
+            "flush",
+            "Make the host's replicator (the running server's, or this process when no server runs) ship what "
+            "changed to the bucket now, whatever the flush interval, and report what it did.",
+            self.flush,
         )
         history = _add(
             commands,
@@ -231,6 +240,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._opened: list[Bucket] = []
+        logs = logging.getLogger("buckethead_django")
+        level = logs.level
+        if options["verbosity"] == 0:
+            # Only warnings and errors: on the command line for the rest of the run, its final flush at exit too.
+            logs.setLevel(max(logging.WARNING, level))
         try:
             options["handler"](options)
         except CurrentSnapshotCorrupt as exc:  # no engine can load the current snapshot; the message says what to do
@@ -249,6 +263,8 @@ class Command(BaseCommand):
         finally:
             for bucket in self._opened:
                 bucket.close()
+            if not self._called_from_command_line:
+                logs.setLevel(level)
 
     def _bucket(self) -> Bucket:
         """The bucket, and the host this process is on; what it opened is closed when the subcommand ends."""
@@ -452,7 +468,7 @@ class Command(BaseCommand):
                     "database: there is nothing to snapshot"
                 )
             size = engine.stats()["database_bytes"]
-            with ProgressBar(self.stderr, "Uploading the snapshot", size) as bar:
+            with self._progress(options, "Uploading the snapshot", size) as bar:
                 entry = engine.snapshot(label or _default_label(), progress=bar)
             source = bucket.history.find(LATEST)
             lines = [
@@ -482,7 +498,25 @@ class Command(BaseCommand):
                 "source": source,
                 "writer": _lease_data(lease, bucket),
             }
-        self._emit(options, _json_entries(data), lines)
+        self._emit(options, _json_entries(data), lines, report=True)
+
+    def flush(self, options: Options) -> None:
+        """Ship the host's changes now: asked of the server's replicator when one runs, else done here."""
+        bucket = self._bucket()
+        bucket.refuse_if_other_host(refuse("flush this host's database", _CHANGE_INSTEAD))
+        engine = bucket.attach()
+        if engine.read_only:
+            raise CommandError(f"{engine.read_only_reason} Nothing was flushed.")
+        result = engine.force_flush()
+        where = bucket.describe()
+        if result.uploaded:
+            size = f" ({display.size(result.bytes)})" if result.bytes else ""
+            line = f"Flushed the host's changes{size} to {where}: its newest point is now {result.point}."
+        else:
+            line = f"Nothing to flush: {where} already holds every change of the host's database ({result.point})."
+        data = {"uploaded": result.uploaded, "reason": result.reason, "bytes": result.bytes, "point": result.point,
+                "generation": result.generation, "at": result.at}  # fmt: skip
+        self._emit(options, data, [self.style.SUCCESS(line)], report=True)
 
     def _refuse_existing_label(self, bucket: Bucket, label: str) -> None:
         """A label names one snapshot for good: never replace it silently."""
@@ -532,7 +566,7 @@ class Command(BaseCommand):
             )
         damaged: Damage | None = None
         kept: SnapshotEntry | None = None
-        with ProgressBar(self.stderr, f"Downloading {source}", total) as bar:
+        with self._progress(options, f"Downloading {source}", total) as bar:
             try:
                 with bucket.writer(refusal) as engine:
                     kept = engine.restore(source, progress=bar)
@@ -573,7 +607,7 @@ class Command(BaseCommand):
             "latest_was_damaged": damaged is not None,
             "damaged": None if damaged is None else dataclasses.asdict(damaged),
         }
-        self._emit(options, _json_entries(data), lines)
+        self._emit(options, _json_entries(data), lines, report=True)
 
     def _recover(
         self,
@@ -611,7 +645,7 @@ class Command(BaseCommand):
                 "file.",
             )
         _, keys = bucket.signing_keys()
-        with ProgressBar(self.stderr, f"Downloading {name}", entry.size) as bar:
+        with self._progress(options, f"Downloading {name}", entry.size) as bar:
             try:
                 bucket.history.fetch(entry.record, dest, keys=keys, progress=bar, deltas=entry.deltas)
             except SnapshotCorrupt as exc:
@@ -619,7 +653,7 @@ class Command(BaseCommand):
                     f"snapshot {name!r} failed verification ({exc.reason}); nothing was written to {dest}"
                 ) from None
         lines = [f"Downloaded {_describe(name, entry)} to {dest}.", f"Inspect it with: sqlite3 {dest}"]
-        self._emit(options, {"snapshot": _entry_data(entry), "path": str(dest)}, lines)
+        self._emit(options, {"snapshot": _entry_data(entry), "path": str(dest)}, lines, report=True)
 
     def _point_at(self, bucket: Bucket, text: str) -> str:
         """The name of the newest restorable point flushed at or before the time ``text`` gives."""
@@ -679,7 +713,8 @@ class Command(BaseCommand):
             done = self._import(options, engine, path, described, replace=replace, include=include)
         # The writer's block flushed on leaving it: the imported tables are in the bucket's current generation.
         current = bucket.history.find(LATEST)
-        self._emit(options, _import_data(path, done, current), self._import_lines(path, bucket, done, current))
+        lines = self._import_lines(path, bucket, done, current)
+        self._emit(options, _import_data(path, done, current), lines, report=True)
 
     def _import(
         self, options: Options, engine: BucketSQLite, path: Path, described: str, *, replace: bool, include: bool
@@ -795,10 +830,14 @@ class Command(BaseCommand):
             try:
                 shown = value.decode("utf-8")
             except UnicodeDecodeError:
-                raise CommandError(
-                    f"the value of {key!r} is not UTF-8 text ({display.size(len(value))}); "
-                    "show it with --hex, --base64 or --bytes"
-                ) from None
+                if options["json"]:  # a script gets every value: one that is not text comes as base64, and says so
+                    encoding = "base64"
+                    shown = base64.b64encode(value).decode("ascii")
+                else:
+                    raise CommandError(
+                        f"the value of {key!r} is not UTF-8 text ({display.size(len(value))}); "
+                        "show it with --hex, --base64 or --bytes (with --json it comes base64-encoded)"
+                    ) from None
         else:
             shown = value.hex() if encoding == "hex" else base64.b64encode(value).decode("ascii")
         data = {
@@ -829,7 +868,7 @@ class Command(BaseCommand):
         size = len(value.encode("utf-8"))
         line = f"Set {key!r} ({display.size(size)}{expiry}) and flushed it to {bucket.describe()}."
         data = {"key": key, "size": size, "expires_at": expires_at}
-        self._emit(options, data, [self.style.SUCCESS(line)])
+        self._emit(options, data, [self.style.SUCCESS(line)], report=True)
 
     def kv_delete(self, options: Options) -> None:
         key = options["key"]
@@ -838,7 +877,7 @@ class Command(BaseCommand):
             if not engine.kv.delete(key):
                 raise CommandError(f"there is no KV key {key!r} in {bucket.describe()}; nothing was changed")
         line = f"Deleted {key!r} and flushed the change to {bucket.describe()}."
-        self._emit(options, {"key": key, "deleted": True}, [self.style.SUCCESS(line)])
+        self._emit(options, {"key": key, "deleted": True}, [self.style.SUCCESS(line)], report=True)
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -886,12 +925,17 @@ class Command(BaseCommand):
         dest: Path = options["dest"]
         if dest.is_dir():
             dest = dest / Path(info.filename or info.bh_key).name
+        elif not dest.parent.is_dir():
+            raise CommandError(
+                f"the directory {dest.parent} does not exist; create it first, or give an existing directory or a "
+                "new file in one. Nothing was written."
+            )
         if dest.exists():
             raise CommandError(f"{dest} already exists; choose another path or remove it first. Nothing was written.")
-        with ProgressBar(self.stderr, f"Downloading {dest.name}", info.size) as bar:
+        with self._progress(options, f"Downloading {dest.name}", info.size) as bar:
             engine.files.get(info.bh_key, dest=dest, progress=bar)
         line = f"Wrote {info.bh_key} ({display.size(info.size)}) to {dest}."
-        self._emit(options, {"bh_key": info.bh_key, "size": info.size, "path": str(dest)}, [line])
+        self._emit(options, {"bh_key": info.bh_key, "size": info.size, "path": str(dest)}, [line], report=True)
 
     def files_gc(self, options: Options) -> None:
         grace, dry_run = options["grace_seconds"], options["dry_run"]
@@ -916,7 +960,7 @@ class Command(BaseCommand):
                 "nothing was done about them):"
             )
             lines += (f"  {key}" for key in report.missing_objects)
-        self._emit(options, {"dry_run": dry_run, **dataclasses.asdict(report)}, lines)
+        self._emit(options, {"dry_run": dry_run, **dataclasses.asdict(report)}, lines, report=not dry_run)
 
     # -- shared ----------------------------------------------------------------------------
 
@@ -936,13 +980,19 @@ class Command(BaseCommand):
 
     def _note(self, options: Options, text: str) -> None:
         """A remark for the person at the terminal; scripts reading --json get the same facts as fields."""
-        if not options["json"]:
+        if not options["json"] and options["verbosity"] > 0:
             self.stderr.write(text, style_func=self.style.NOTICE)
 
-    def _emit(self, options: Options, data: Any, lines: Iterable[str]) -> None:
+    def _progress(self, options: Options, label: str, total: int) -> ProgressBar:
+        """A progress bar on the terminal's stderr; none with ``-v 0``."""
+        return ProgressBar(self.stderr, label, total, quiet=options["verbosity"] == 0)
+
+    def _emit(self, options: Options, data: Any, lines: Iterable[str], *, report: bool = False) -> None:
+        """The result: ``data`` as JSON with ``--json``, else ``lines``. A ``report`` of what a change did is
+        left out with ``-v 0``, as Django's own commands do; data that was asked for is always printed."""
         if options["json"]:
             self.stdout.write(json.dumps(data, cls=DjangoJSONEncoder, indent=2))
-        else:
+        elif not (report and options["verbosity"] == 0):
             for line in lines:
                 self.stdout.write(line)
 
@@ -973,7 +1023,25 @@ def _add(
     if handler is not None:
         parser.set_defaults(handler=handler)
         parser.add_argument("--json", action="store_true", help="Print the result as JSON, for scripts.")
+        _add_django_options(parser)
     return parser
+
+
+def _add_django_options(parser: CommandParser) -> None:
+    """Django's common options, also after the subcommand, as every Django command takes them anywhere.
+
+    Not given, they leave the value given before the subcommand (or Django's default) as it is.
+    """
+    keep = argparse.SUPPRESS
+    parser.add_argument(
+        "-v", "--verbosity", type=int, choices=[0, 1, 2, 3], default=keep,
+        help="Verbosity level; 0: only errors and the data asked for, 1: normal output.",
+    )  # fmt: skip
+    parser.add_argument("--settings", default=keep, help="A settings module, as for every Django command.")
+    parser.add_argument("--pythonpath", default=keep, help="A directory to add to the Python path.")
+    parser.add_argument("--traceback", action="store_true", default=keep, help="Raise on CommandError exceptions.")
+    parser.add_argument("--no-color", action="store_true", default=keep, help="Don't colorize the command output.")
+    parser.add_argument("--force-color", action="store_true", default=keep, help="Force colorization of the output.")
 
 
 def _add_yes(parser: CommandParser) -> None:
