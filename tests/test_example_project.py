@@ -98,3 +98,15 @@ def test_cache_and_uploads_survive_a_restart(tmp_path: Path) -> None:
         body, _ = browser.get(download_link(page, "report"))
         assert body == content, "the uploaded file and its Document row came back from the bucket"
         assert browser.get("/cached/")[0] == cached, "the cached page came back from the bucket"
+
+
+def test_a_bad_number_in_the_environment_is_a_check_error_that_says_what_to_write(tmp_path: Path) -> None:
+    checked = manage(tmp_path, "check", check=False, BUCKETHEAD_FLUSH_INTERVAL="abc")
+    assert checked.returncode == 1
+    assert "Traceback" not in checked.stderr, "a system check error, not a crash"
+    assert (
+        "BUCKETHEAD 'FLUSH_INTERVAL' has the value 'abc' (from environment variable BUCKETHEAD_FLUSH_INTERVAL), "
+        "which is not valid." in checked.stderr
+    )
+    assert "HINT: Use a positive number, for example 5.0." in checked.stderr
+    assert manage(tmp_path, "check", BUCKETHEAD_FLUSH_INTERVAL="10").returncode == 0
