@@ -13,6 +13,10 @@ listing or HEAD request); reads and URLs address the blob object directly.
 With the local backend the blobs are files in the engine's directory and
 `url()` returns a signed, expiring link to `views.serve_file`; boto3 is
 never called.
+
+As in Django's other storages, `url()` never checks that a file exists, and
+`open()` writes as well as reads: a file opened for writing is saved like
+`save()` when it is closed.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import datetime as dt
 import io
 import os
 import posixpath
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +42,16 @@ from storages.backends.s3 import S3Storage
 from storages.utils import ReadBytesWrapper, clean_name, is_seekable
 
 from .conf import BucketHeadSettings, get_settings
-from .engine import BucketSQLite, ObjectNotFound
+from .engine import BucketSQLite, ObjectNotFound, ReadOnlyError
 from .engine.interfaces import InvalidName, NamedFile, NameTaken, validate_name
 from .engine.objectstore import Source
 from .engine.objectstore.s3 import botocore_config, transfer_config
 from .runtime import get_buckethead
 
 _URL_SALT = "buckethead_django.storage.SignedBlob"
+_NAME_URL_SALT = "buckethead_django.storage.SignedName"
+#: Below FILES_PREFIX, where no blob can be (blob keys are bare SHA-256 digests): what S3 URLs of missing names name.
+_MISSING_PREFIX = "missing/"
 
 
 class BucketHeadStorage(S3Storage):
@@ -188,10 +196,19 @@ class BucketHeadStorage(S3Storage):
                 return name
 
     def _open(self, name: str, mode: str = "rb") -> File:
-        """Read a file: the local blob file, or django-storages' S3File on the blob object (spooled, seekable)."""
-        if "r" not in mode or not set(mode) <= {"r", "b", "t"}:
-            raise ValueError(f"BucketHeadStorage opens files for reading only, not {mode!r}; write with save()")
+        """Read a file: the local blob file, or django-storages' S3File on the blob object (spooled, seekable).
+
+        Or write one (``"wb"``, ``"w"``, ``"w+b"``): a `BucketHeadWriteFile`,
+        saved through `save()` when it is closed, because a blob's key is the
+        hash of its whole content.
+        """
+        writing = _is_write_mode(mode)
         engine = self._engine()
+        if writing:
+            name = self._name(name)
+            if engine.read_only_reason is not None:  # refused now, not once the content has been written
+                raise ReadOnlyError(engine.read_only_reason)
+            return BucketHeadWriteFile(self, name, mode)
         named = self._resolve(engine, name)
         if not engine.config.is_local:
             s3_file = super()._open(named.object_key, mode)
@@ -241,10 +258,18 @@ class BucketHeadStorage(S3Storage):
         plain or CloudFront-signed domain URL, which serves the blob's stored
         headers). Local: a signed link to `views.serve_file`. Both expire
         after ``expire`` seconds (default ``querystring_expire``).
+
+        Like Django's other storages it never fails for a missing file (after
+        a restore, say), so that rendering ``{{ doc.file.url }}`` cannot fail
+        a page: a name with no file gets a URL that answers 404 (see
+        `_missing_url`).
         """
         engine = self._engine()
-        named = self._resolve(engine, name)
+        name = self._name(name)
+        named = engine.files.resolve(name)
         expire = self.querystring_expire if expire is None else expire
+        if named is None:
+            return self._missing_url(engine, name, expire, http_method)
         filename = posixpath.basename(named.name)
         content_type = named.content_type or self.default_content_type
         if engine.config.is_local:
@@ -257,6 +282,110 @@ class BucketHeadStorage(S3Storage):
             **(parameters or {}),
         }
         return super().url(named.object_key, params, expire, http_method)
+
+    def _missing_url(self, engine: BucketSQLite, name: str, expire: int, http_method: str | None) -> str:
+        """The URL of a name with no file: it answers 404, as a missing file's URL does in Django's other storages.
+
+        It is a signed link to `views.serve_file` that looks the name up when
+        it is fetched, so it serves the file once the name has one again.
+        S3 projects need not include the app's URLs; without them this is a
+        presigned GET of a key below ``FILES_PREFIX`` that no blob can have,
+        which the bucket answers 404 to (403 on AWS without ``s3:ListBucket``).
+        """
+        try:
+            return SignedName(name, int(time.time() + expire)).url()
+        except ImproperlyConfigured:
+            if engine.config.is_local:
+                raise  # every local URL needs the app's URLs
+            return super().url(f"{engine.config.files_prefix}{_MISSING_PREFIX}{name}", None, expire, http_method)
+
+
+class BucketHeadWriteFile(File):
+    """A file opened for writing: spooled locally, then saved like `save()` when it is closed.
+
+    As with django-storages' S3File, nothing is stored before `close()`
+    (leaving the ``with`` block closes it): a blob's key is the hash of the
+    whole content. Unlike it, a ``with`` block left by an exception stores
+    nothing, so a failed write never leaves a partial file under the name.
+    After closing, ``name`` is the name the content was stored under, which
+    differs when the name was taken and the storage does not overwrite.
+    """
+
+    def __init__(self, storage: BucketHeadStorage, name: str, mode: str) -> None:
+        self._storage = storage
+        # Memory up to max_memory_size, disk beyond, like S3File and Django's uploads.
+        self._spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by close() or discard()
+            max_size=storage.max_memory_size, suffix=".BucketHead", dir=settings.FILE_UPLOAD_TEMP_DIR
+        )
+        # Text is written as UTF-8, the encoding open(name, "r") reads, with newlines kept as written.
+        stream: Any = self._spool if "b" in mode else io.TextIOWrapper(self._spool, encoding="utf-8", newline="")
+        super().__init__(stream, name)
+        self.mode = mode
+
+    def close(self) -> None:
+        """Save what was written (once: closing again does nothing), then drop the local copy."""
+        if self.closed:
+            return
+        try:
+            self.file.flush()
+            self.name = self._storage.save(self.name, File(self._spool, name=self.name))
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Close without saving anything."""
+        self.file.close()  # a text wrapper closes the spool too
+        self._spool.close()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+
+@dataclass(frozen=True)
+class SignedName:
+    """What the local link of a name that had no file grants: whatever the name holds when fetched, until a deadline.
+
+    The name is looked up by the view, so the link answers 404 while the
+    name has no file, and serves the file once it has one, as a missing
+    file's URL does in Django's other storages.
+    """
+
+    name: str
+    expires_at: int
+
+    @property
+    def filename(self) -> str:
+        return posixpath.basename(self.name)
+
+    def token(self) -> str:
+        return signing.dumps([self.name, self.expires_at], salt=_NAME_URL_SALT, compress=True)
+
+    def url(self) -> str:
+        return _file_view_url(self.token(), self.filename)
+
+    @classmethod
+    def from_token(cls, token: str) -> SignedName:
+        """The grant in ``token``; `signing.BadSignature` if it was altered, `signing.SignatureExpired` if stale."""
+        name, expires_at = signing.loads(token, salt=_NAME_URL_SALT)
+        if time.time() > expires_at:
+            raise signing.SignatureExpired(f"the link expired at {expires_at}")
+        return cls(name, int(expires_at))
+
+
+def file_grant(token: str) -> SignedBlob | SignedName:
+    """What a file link's token grants; `signing.BadSignature` if it is not a valid token, `SignatureExpired` if stale.
+
+    The two kinds are signed with different salts, so neither can pass for the other.
+    """
+    try:
+        return SignedBlob.from_token(token)
+    except signing.SignatureExpired:
+        raise
+    except signing.BadSignature:
+        return SignedName.from_token(token)
 
 
 @dataclass(frozen=True)
@@ -279,13 +408,7 @@ class SignedBlob:
         )
 
     def url(self) -> str:
-        try:
-            return reverse("buckethead_django:file", kwargs={"token": self.token(), "filename": self.filename})
-        except NoReverseMatch:
-            raise ImproperlyConfigured(
-                "BucketHeadStorage.url() with the local backend links to the buckethead_django file view: add "
-                'path("buckethead/", include("buckethead_django.urls")) to your ROOT_URLCONF.'
-            ) from None
+        return _file_view_url(self.token(), self.filename)
 
     @classmethod
     def from_token(cls, token: str) -> SignedBlob:
@@ -294,6 +417,36 @@ class SignedBlob:
         if time.time() > expires_at:
             raise signing.SignatureExpired(f"the link expired at {expires_at}")
         return cls(bh_key, filename, content_type, int(expires_at))
+
+
+def _file_view_url(token: str, filename: str) -> str:
+    """The path of `views.serve_file` for a grant; `ImproperlyConfigured`, naming the line to add, without it."""
+    try:
+        return reverse("buckethead_django:file", kwargs={"token": token, "filename": filename})
+    except NoReverseMatch:
+        raise ImproperlyConfigured(
+            "BucketHeadStorage.url() with the local backend links to the buckethead_django file view: add "
+            'path("buckethead/", include("buckethead_django.urls")) to your ROOT_URLCONF.'
+        ) from None
+
+
+def _is_write_mode(mode: str) -> bool:
+    """Whether ``mode`` writes a file whole (True) or reads it (False); any other mode raises a ValueError.
+
+    A name stands for one immutable blob, so there is no appending or updating in place.
+    """
+    chars = set(mode)
+    if len(chars) == len(mode) and not {"b", "t"} <= chars:
+        if "r" in chars and chars <= {"r", "b", "t"}:
+            return False
+        if "w" in chars and chars <= {"w", "b", "t", "+"}:
+            return True
+    raise ValueError(
+        f"BucketHeadStorage cannot open files in mode {mode!r}: a file is read ('rb', 'r') or written whole "
+        "('wb', 'w', 'w+b'), because each name stands for one stored content. To append to or change a file, "
+        "read it, then write the new content whole with open(name, 'wb') (or save()) on a storage with "
+        "file_overwrite=True."
+    )
 
 
 def _configured_bucket(conf: BucketHeadSettings) -> str | None:

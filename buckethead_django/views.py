@@ -1,4 +1,4 @@
-"""Views: the health check, and the signed, expiring file links `BucketHeadStorage.url()` makes locally."""
+"""Views: the health check, and the signed, expiring file links `BucketHeadStorage.url()` makes."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .conf import get_settings
 from .engine import ObjectNotFound
 from .health import FAILING, engine_health
 from .runtime import get_buckethead
-from .storage import SignedBlob
+from .storage import SignedName, file_grant
 
 #: What anyone may see, for uptime monitors: how the process is doing and how old the bucket's copy of its data is.
 PUBLIC_HEALTH_FIELDS = ("status", "last_upload_age_seconds", "last_good_snapshot_age_seconds")
@@ -97,28 +97,41 @@ def _shows_health_details(request: HttpRequest) -> bool:
 
 @require_safe
 def serve_file(request: HttpRequest, token: str, filename: str) -> FileResponse:
-    """Stream the blob a valid, unexpired token names; 403 for a bad or expired token.
+    """Stream the blob a valid, unexpired token grants; 403 for a bad or expired token, 404 for no file.
+
+    A token names a blob, or (for a name that had no file when `url()` was
+    called) a name, looked up now: 404 while it has no file.
 
     The response is sandboxed (``Content-Security-Policy: sandbox``, no MIME
     sniffing) because it serves uploaded content from the site's own origin:
     an uploaded HTML or SVG file must not run script with the site's cookies.
     """
     try:
-        grant = SignedBlob.from_token(token)
+        grant = file_grant(token)
     except signing.BadSignature as exc:
         raise PermissionDenied(f"invalid or expired file link: {exc}") from exc
     if filename != grant.filename:
         raise PermissionDenied("the file link was altered")
     files = get_buckethead().files
-    if not files.exists(grant.bh_key):
+    if isinstance(grant, SignedName):
+        named = files.resolve(grant.name)
+        if named is None:
+            raise Http404("no file has this name")
+        bh_key, content_type = named.bh_key, named.content_type or "application/octet-stream"
+    else:
+        bh_key, content_type = grant.bh_key, grant.content_type
+    if not files.exists(bh_key):
         raise Http404("the file no longer exists")  # deleted: its object only waits for the next snapshot
     try:
-        stream = files.open(grant.bh_key)
+        stream = files.open(bh_key)
     except ObjectNotFound:
         raise Http404("the file no longer exists") from None
-    response = FileResponse(stream, content_type=grant.content_type, filename=grant.filename)
-    response["ETag"] = f'"{grant.bh_key}"'
+    response = FileResponse(stream, content_type=content_type, filename=grant.filename)
+    response["ETag"] = f'"{bh_key}"'
     response["Content-Security-Policy"] = "sandbox"
     response["X-Content-Type-Options"] = "nosniff"
-    patch_cache_control(response, private=True, max_age=max(0, grant.expires_at - int(time.time())))
+    if isinstance(grant, SignedName):
+        patch_cache_control(response, private=True, no_cache=True)  # the name may hold other content later
+    else:
+        patch_cache_control(response, private=True, max_age=max(0, grant.expires_at - int(time.time())))
     return response

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import html
+import re
 import time
 import tracemalloc
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import boto3.session
@@ -19,6 +23,9 @@ from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import storages
 from django.core.files.uploadedfile import TemporaryUploadedFile
+from django.db import models
+from django.db.models.fields.files import FieldFile
+from django.template import Context, Template
 from django.test import Client, override_settings
 
 from buckethead_django.engine import BucketConfig, BucketSQLite, ReadOnlyError
@@ -119,17 +126,106 @@ def test_save_open_exists_size_delete(backend: Backend) -> None:
 
 def test_missing_names_raise_file_not_found(backend: Backend) -> None:
     storage = backend.storage
-    for call in (storage.open, storage.size, storage.url, storage.get_modified_time, storage.get_created_time):
+    for call in (storage.open, storage.size, storage.get_modified_time, storage.get_created_time):
         with pytest.raises(FileNotFoundError):
             call("nope.txt")
 
 
-def test_files_open_for_reading_only(backend: Backend) -> None:
+# -- writing with open() -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "data"), [("wb", b"x"), ("w+b", b"x"), ("w", "x"), ("wt", "x")])
+def test_open_for_writing_stores_the_content_when_closed(backend: Backend, mode: str, data: bytes | str) -> None:
+    storage = backend.storage
+    with storage.open("notes/a.txt", mode) as f:
+        f.write(data)
+        assert not storage.exists("notes/a.txt"), "nothing is stored before the file is closed"
+    assert f.closed
+    assert f.name == "notes/a.txt"
+    with storage.open("notes/a.txt") as f:
+        assert f.read() == b"x"
+    named = backend.engine.files.resolve("notes/a.txt")
+    assert named is not None
+    assert (named.size, named.content_type) == (1, "text/plain"), "typed from the name, as save() does"
+    assert backend.blobs() == [f"files/{hashlib.sha256(b'x').hexdigest()}"]
+
+
+def test_open_for_writing_goes_through_save_so_content_is_stored_once(backend: Backend) -> None:
+    storage = backend.storage
+    storage.save("saved.bin", ContentFile(b"shared bytes"))
+    f = storage.open("written.bin", "wb")
+    f.write(b"shared ")
+    f.write(b"bytes")
+    f.close()
+    f.close()  # closing again stores nothing more
+    assert storage.listdir("") == ([], ["saved.bin", "written.bin"])
+    assert backend.blobs() == [f"files/{hashlib.sha256(b'shared bytes').hexdigest()}"]
+
+
+def test_open_for_writing_text_stores_utf8(backend: Backend) -> None:
+    storage = backend.storage
+    with storage.open("cv.txt", "w") as f:
+        f.write("résumé\r\nline two\n")
+    with storage.open("cv.txt", "rb") as f:
+        assert f.read() == "résumé\r\nline two\n".encode(), "UTF-8, newlines written as given"
+
+
+def test_open_for_writing_a_file_larger_than_memory_spools_it(backend: Backend) -> None:
+    storage = backend.make(max_memory_size=1024 * 1024)
+    chunk = bytes(range(256)) * 4096  # 1 MiB
+    with storage.open("big.bin", "wb") as f:
+        for _ in range(3):
+            f.write(chunk)
+    assert storage.size("big.bin") == 3 * len(chunk)
+    assert sha256_of("big.bin", storage) == hashlib.sha256(chunk * 3).hexdigest()
+
+
+def test_open_for_writing_a_taken_name_follows_file_overwrite(backend: Backend) -> None:
+    keeping = backend.storage
+    keeping.save("report.txt", ContentFile(b"first"))
+    with keeping.open("report.txt", "wb") as f:
+        f.write(b"second")
+    assert f.name != "report.txt"
+    assert f.name.startswith("report_"), "another free name, as save() chooses, reported by the file"
+    with keeping.open("report.txt") as old, keeping.open(f.name) as new:
+        assert (old.read(), new.read()) == (b"first", b"second")
+
+    overwriting = backend.make(file_overwrite=True)
+    created = overwriting.get_created_time("report.txt")
+    with overwriting.open("report.txt", "wb") as f:
+        f.write(b"third")
+    assert f.name == "report.txt"
+    with overwriting.open("report.txt") as f:
+        assert f.read() == b"third"
+    assert overwriting.get_created_time("report.txt") == created, "replaced in place, as save() does"
+    backend.engine.force_flush()
+    assert backend.blobs() == sorted(f"files/{hashlib.sha256(c).hexdigest()}" for c in (b"second", b"third"))
+
+
+def test_a_with_block_that_fails_while_writing_stores_nothing(backend: Backend) -> None:
+    def write_half(f: File) -> None:
+        with f:
+            f.write(b"half of it")
+            raise RuntimeError("the rest never came")
+
+    storage = backend.storage
+    f = storage.open("half.txt", "wb")
+    with pytest.raises(RuntimeError, match="the rest never came"):
+        write_half(f)
+    assert f.closed
+    assert not storage.exists("half.txt")
+    assert backend.blobs() == []
+
+
+@pytest.mark.parametrize("mode", ["a", "ab", "a+b", "r+", "r+b", "x", "xb", "rw", "wbt", "wwb", "", "rb+"])
+def test_unsupported_modes_say_what_to_do(backend: Backend, mode: str) -> None:
     storage = backend.storage
     storage.save("r.txt", ContentFile(b"r"))
-    for mode in ("wb", "w", "ab", "r+b"):
-        with pytest.raises(ValueError, match="reading only"):
-            storage.open("r.txt", mode)
+    with pytest.raises(ValueError, match=re.escape(f"cannot open files in mode {mode!r}")) as err:
+        storage.open("r.txt", mode)
+    assert "open(name, 'wb')" in str(err.value), "the message says how to write instead"
+    with storage.open("r.txt") as f:
+        assert f.read() == b"r"
 
 
 def test_listdir(backend: Backend) -> None:
@@ -230,6 +326,7 @@ def test_traversal_and_absolute_names_are_rejected_everywhere(backend: Backend, 
         lambda: storage.save(name, ContentFile(b"evil")),
         lambda: storage._save(name, ContentFile(b"evil")),
         lambda: storage.open(name),
+        lambda: storage.open(name, "wb"),
         lambda: storage.exists(name),
         lambda: storage.delete(name),
         lambda: storage.url(name),
@@ -256,6 +353,8 @@ def test_a_read_only_engine_refuses_writes_before_uploading(request: pytest.Fixt
             assert storage.exists("kept.txt")
             with pytest.raises(ReadOnlyError, match="this process is a reader"):
                 storage.save("new.txt", ContentFile(b"new content"))
+            with pytest.raises(ReadOnlyError, match="this process is a reader"):
+                storage.open("new.txt", "wb")  # refused at once, not when the written content is saved
             with pytest.raises(ReadOnlyError):
                 storage.delete("kept.txt")
             assert [o.key for o in iter_objects(view.store, "files/")] == [
@@ -544,8 +643,9 @@ def test_local_url_of_a_deleted_last_name_is_gone(local: BucketHeadStorage, clie
 def test_local_url_without_the_app_urls_says_what_to_add(local: BucketHeadStorage) -> None:
     local.save("x.txt", ContentFile(b"x"))
     missing = r"include\(\"buckethead_django\.urls\"\)"
-    with override_settings(ROOT_URLCONF=__name__), pytest.raises(ImproperlyConfigured, match=missing):
-        local.url("x.txt")
+    for name in ("x.txt", "missing.txt"):
+        with override_settings(ROOT_URLCONF=__name__), pytest.raises(ImproperlyConfigured, match=missing):
+            local.url(name)
 
 
 def test_the_local_backend_never_touches_boto3(
@@ -563,3 +663,57 @@ def test_the_local_backend_never_touches_boto3(
         assert f.read() == b"local only"
     assert b"".join(client.get(local.url("a/b.txt")).streaming_content) == b"local only"
     local.delete("a/b.txt")
+
+
+# -- URLs of names that have no file ---------------------------------------------------------
+
+
+def rendered_url(storage: BucketHeadStorage, name: str) -> str:
+    """``{{ doc.file.url }}`` in a template, as a page renders a model's file field."""
+    doc = SimpleNamespace(file=FieldFile(None, models.FileField(storage=storage), name))
+    return html.unescape(Template("{{ doc.file.url }}").render(Context({"doc": doc})))
+
+
+def test_the_url_of_a_missing_name_renders_and_answers_404(backend: Backend, client: Client) -> None:
+    """A restore or a lost row must not turn a page into a 500: url() never checks that the file exists."""
+    storage = backend.storage
+    url = storage.url("missing.txt")
+    assert isinstance(url, str)
+    assert client.get(url).status_code == 404
+    assert client.get(rendered_url(storage, "docs/lost report.pdf")).status_code == 404
+
+
+def test_the_link_of_a_missing_name_looks_the_name_up_when_fetched(
+    backend: Backend, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = backend.storage
+    url = storage.url("later/data.json", expire=60)
+    assert client.get(url).status_code == 404
+    storage.save("later/data.json", ContentFile(b'{"a": 1}'))
+    response = client.get(url)
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == b'{"a": 1}'
+    assert response["Content-Type"] == "application/json"
+    assert response["Content-Disposition"] == 'inline; filename="data.json"'
+    assert response["Content-Security-Policy"] == "sandbox"
+    assert "no-cache" in response["Cache-Control"], "what the name holds may change while the link lives"
+    storage.delete("later/data.json")
+    assert client.get(url).status_code == 404
+
+    prefix, token, _ = url.rsplit("/", 2)
+    assert client.get(f"{prefix}/{token}/other.json").status_code == 403, "a token is bound to its filename"
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 61)
+    assert client.get(url).status_code == 403
+
+
+def test_the_s3_url_of_a_missing_name_without_the_app_urls_answers_404(moto: MotoServer) -> None:
+    """S3 projects need not include the app's URLs: the bucket itself answers 404 then."""
+    cfg = s3_config(moto)
+    with fresh_buckethead(config=cfg), override_settings(ROOT_URLCONF=__name__):
+        storage = BucketHeadStorage(**moto_options(moto, cfg))
+        url = rendered_url(storage, "docs/lost report.pdf")
+        assert url.startswith(f"{moto.endpoint_url}/{cfg.bucket}/files/missing/docs/lost%20report.pdf?")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            fetch(url)
+        assert err.value.code == 404
