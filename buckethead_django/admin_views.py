@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pickle
 import re
 import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from django import forms
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.paginator import Page
@@ -29,6 +31,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from . import runtime
+from .cache import NAMESPACE as CACHE_NAMESPACE
 from .engine import (
     BucketSQLite,
     FileInfo,
@@ -171,25 +174,51 @@ def bucket_state(engine: BucketSQLite, reads: BucketReads) -> BucketState:
 # -- KV values ------------------------------------------------------------------------------
 
 
+#: What a KV value is shown as: UTF-8 text, a Django cache entry's value (its ``repr``), or hex.
+TEXT, CACHED, HEX = "text", "cache", "hex"
+NOT_EDITABLE = (
+    "Only a text value can be edited here. Change a cache entry through Django's cache API, and other values "
+    "through the KV store's."
+)
+
+
 @dataclass(frozen=True)
 class ValueView:
-    """A KV value as shown: UTF-8 text as it is, anything else as hex; ``shown`` may be cut short."""
+    """A KV value as shown: UTF-8 text as it is, a cache entry as its value's ``repr``, anything else as hex.
+
+    ``shown`` may be cut short (``truncated``); ``type_name`` is a cache entry's value's type.
+    """
 
     size: int
-    is_text: bool
+    kind: str
     shown: str
     truncated: bool
+    type_name: str = ""
+
+    @property
+    def is_text(self) -> bool:
+        return self.kind == TEXT
+
+    @property
+    def editable(self) -> bool:
+        """A text value shown whole can be edited as text; anything else would be changed by the editing."""
+        return self.kind == TEXT and not self.truncated
 
     @classmethod
-    def of(cls, raw: bytes, *, full: bool = False) -> ValueView:
-        """The preview of ``raw`` for a list, or (``full``) as much as one entry's page shows."""
+    def of(cls, raw: bytes, *, key: str = "", full: bool = False) -> ValueView:
+        """The preview of ``raw`` (the value of ``key``) for a list, or (``full``) as much as one entry's page shows."""
+        limit = FULL_VALUE_CHARS if full else PREVIEW_CHARS
+        if key.startswith(CACHE_NAMESPACE):
+            cached = _cache_value(raw)
+            if cached is not None:
+                shown = repr(cached)
+                return cls(len(raw), CACHED, shown[:limit], len(shown) > limit, type(cached).__name__)
         text = _as_text(raw)
         if text is not None:
-            limit = FULL_VALUE_CHARS if full else PREVIEW_CHARS
-            return cls(len(raw), True, text[:limit], len(text) > limit)
+            return cls(len(raw), TEXT, text[:limit], len(text) > limit)
         limit = HEXDUMP_BYTES if full else PREVIEW_BYTES
         shown = hexdump(raw[:limit]) if full else raw[:limit].hex(" ")
-        return cls(len(raw), False, shown, len(raw) > limit)
+        return cls(len(raw), HEX, shown, len(raw) > limit)
 
 
 @dataclass(frozen=True)
@@ -213,8 +242,34 @@ def kv_rows(kv: KVStore, keys: Iterable[str], *, full: bool = False) -> list[KVR
         if raw is None:
             continue
         expires_at = None if ttl is None else timezone.now() + dt.timedelta(seconds=ttl)
-        rows.append(KVRow(key, ValueView.of(raw, full=full), expires_at))
+        rows.append(KVRow(key, ValueView.of(raw, key=key, full=full), expires_at))
     return rows
+
+
+class KVEntryForm(forms.Form):
+    """A KV entry with a text value, as the admin adds or edits one."""
+
+    key = forms.CharField(max_length=1024, strip=False, help_text="Any text; it is stored exactly as written.")
+    value = forms.CharField(widget=forms.Textarea(attrs={"rows": 8, "cols": 80}), strip=False, required=False)
+    ttl = forms.FloatField(
+        required=False,
+        min_value=0.001,
+        label="Expires after",
+        help_text="Seconds from now; empty: never.",
+    )
+
+    def __init__(self, *args: Any, editing: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if editing:  # the key names the entry being edited: shown, and taken from the page, never from the form
+            self.fields["key"].disabled = True
+
+    def clean_key(self) -> str:
+        key: str = self.cleaned_data["key"]
+        if not key:
+            raise forms.ValidationError("Give a key.")
+        if key.startswith(CACHE_NAMESPACE):
+            raise forms.ValidationError(f"Keys starting with “{CACHE_NAMESPACE}” are the cache's: {NOT_EDITABLE}")
+        return key
 
 
 def hexdump(data: bytes) -> str:
@@ -225,6 +280,18 @@ def hexdump(data: bytes) -> str:
         ascii_ = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
         lines.append(f"{offset:08x}  {chunk[:8].hex(' '):<23}  {chunk[8:].hex(' '):<23}  |{ascii_}|")
     return "\n".join(lines)
+
+
+def _cache_value(raw: bytes) -> object | None:
+    """The value a cache entry holds, as `BucketHeadCache` reads it; None if it cannot be read here.
+
+    Only entries of the cache's own namespace are read, which the cache
+    itself unpickles on every ``get``: the admin trusts them no more than it.
+    """
+    try:
+        return pickle.loads(raw)  # noqa: S301 - the cache's own entries, as the cache reads them
+    except Exception:  # noqa: BLE001 - a class that is gone, say: the value is shown as bytes instead
+        return None
 
 
 def _as_text(raw: bytes) -> str | None:

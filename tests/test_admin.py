@@ -15,7 +15,7 @@ from html import unescape
 
 import pytest
 from django.contrib import admin
-from django.contrib.admin.models import DELETION, LogEntry
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.contrib.auth.models import Permission
 from django.test import Client, override_settings
 from django.urls import path, reverse
@@ -23,6 +23,7 @@ from django.utils.http import urlencode
 
 from buckethead_django import runtime
 from buckethead_django.admin import SnapshotAdmin
+from buckethead_django.cache import BucketHeadCache
 from buckethead_django.engine import BucketConfig, BucketSQLite, ObjectStoreError
 from buckethead_django.testing import fresh_buckethead
 
@@ -359,6 +360,63 @@ def test_deleting_a_key_asks_first_then_deletes_it(bh, manager) -> None:
     assert [row.key for row, _, _ in response.context["rows"]] == ["session:2"]
     entry = LogEntry.objects.get()
     assert (entry.object_repr, entry.action_flag) == ("session:1", DELETION)
+
+
+def test_a_cache_entry_is_shown_as_its_value_not_as_a_pickle(bh, viewer) -> None:
+    cache = BucketHeadCache("default", {})
+    cache.set("profile:7", {"name": "Ada", "langs": ["en", "fr"]})
+    key = next(k for k in bh.kv.keys("django-cache:") if k.endswith("profile:7"))
+    page = text(viewer.get(KV))
+    assert f"{key} " in page
+    assert "dict {'name': 'Ada', 'langs': ['en', 'fr']}" in page
+    entry = text(viewer.get(kv_url("entry", key=key)))
+    assert "A cache entry: its value, a dict , shown as Python writes it." in entry
+    assert "{'name': 'Ada', 'langs': ['en', 'fr']}" in entry
+    assert "Edit" not in entry, "a cache entry changes through the cache"
+
+
+def test_a_kv_entry_is_added_and_its_text_edited_from_the_admin(bh, manager) -> None:
+    form = manager.get(kv_url("add"))
+    assert form.status_code == 200
+    added = manager.post(kv_url("add"), {"key": "feature:checkout", "value": "on", "ttl": ""}, follow=True)
+    assert added.redirect_chain == [(kv_url("entry", key="feature:checkout"), 302)]
+    assert "Saved the KV entry “feature:checkout”." in messages_of(added)
+    assert (bh.kv.get("feature:checkout"), bh.kv.ttl("feature:checkout")) == ("on", None)
+
+    taken = manager.post(kv_url("add"), {"key": "feature:checkout", "value": "off"})
+    assert "The key “feature:checkout” exists already: edit it instead." in text(taken)
+    assert bh.kv.get("feature:checkout") == "on"
+    cache_key = manager.post(kv_url("add"), {"key": "django-cache:default:x", "value": "v"})
+    assert "are the cache's" in text(cache_key)
+    assert not bh.kv.exists("django-cache:default:x")
+
+    entry = manager.get(kv_url("entry", key="feature:checkout")).content.decode()
+    assert 'id="edit-kv-entry"' in entry
+    editing = manager.get(kv_url("edit", key="feature:checkout"))
+    assert re.search(r'<input[^>]*value="feature:checkout"[^>]*disabled', editing.content.decode())
+    changed = manager.post(
+        kv_url("edit", key="feature:checkout"), {"key": "ignored", "value": "off\nfor now", "ttl": "600"}
+    )
+    assert changed.status_code == 302
+    assert bh.kv.get("feature:checkout") == "off\nfor now"
+    assert 590 < bh.kv.ttl("feature:checkout") <= 600
+    assert not bh.kv.exists("ignored"), "the key of an entry being edited comes from the page, not the form"
+    assert [(e.object_repr, e.action_flag) for e in LogEntry.objects.order_by("pk")] == [
+        ("feature:checkout", ADDITION),
+        ("feature:checkout", CHANGE),
+    ]
+
+    bh.kv.set_bytes("blob", b"\x00\x01")
+    refused = manager.get(kv_url("edit", key="blob"), follow=True)
+    assert "Only a text value can be edited here." in messages_of(refused)[-1]
+
+
+def test_adding_or_editing_needs_the_data_permission(bh, flusher) -> None:
+    bh.kv.set("k", "v")
+    assert 'id="add-kv-entry"' not in flusher.get(KV).content.decode()
+    assert flusher.post(kv_url("add"), {"key": "new", "value": "x"}).status_code == 403
+    assert flusher.post(kv_url("edit", key="k"), {"value": "changed"}).status_code == 403
+    assert (bh.kv.get("k"), bh.kv.get("new")) == ("v", None)
 
 
 def test_flush_permission_alone_does_not_allow_deleting(bh, flusher) -> None:

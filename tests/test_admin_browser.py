@@ -24,7 +24,11 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.http import HttpResponse
+from django.test import RequestFactory
+from django.utils.cache import learn_cache_key
 
+from buckethead_django.cache import BucketHeadCache
 from buckethead_django.engine import BucketSQLite, WriterFenced
 from buckethead_django.runtime import use_engine
 from buckethead_django.testing import fresh_buckethead
@@ -359,3 +363,29 @@ def test_a_bucket_outage_is_shown_with_what_it_disables_until_the_endpoint_is_ba
         assert operator.messages()[0].startswith("Flushed")
         assert bh.kv.get("feature:new-checkout") == "off"
         assert not bh.dirty
+
+
+def test_the_kv_list_keeps_every_column_on_screen_with_real_cache_page_keys(
+    operator: Operator, bh: BucketSQLite
+) -> None:
+    cache = BucketHeadCache("default", {})
+    request = RequestFactory().get("/reports/2026/quarterly-summary/", {"region": "north", "page": "3"})
+    response = HttpResponse("<html>" + "x" * 2000 + "</html>")
+    for prefix in ("", "site-a"):
+        key = learn_cache_key(request, response, cache_timeout=600, key_prefix=prefix, cache=cache)
+        cache.set(key, response, 600)
+    long_keys = [k for k in bh.kv.keys("django-cache:") if "cache_page" in k or "cache_header" in k]
+    assert long_keys, "the keys cache_page writes"
+    assert max(map(len, long_keys)) > 90
+
+    operator.click_link("KV entries")
+    operator.wait(lambda: bool(operator.all("tr.kv-entry")))
+    overflow = operator.driver.execute_script(
+        "const t = document.querySelector('#result_list');"
+        "return t.getBoundingClientRect().right - document.documentElement.clientWidth;"
+    )
+    assert overflow <= 0, f"the table runs {overflow}px past the window"
+    for link in operator.all("tr.kv-entry a.deletelink"):
+        assert link.is_displayed()
+        assert link.rect["x"] + link.rect["width"] <= operator.driver.execute_script("return window.innerWidth")
+    assert "HttpResponse" in operator.text("#result_list"), "a cached page shows as what it is"
