@@ -16,7 +16,7 @@ from django.core.cache import caches
 from django.test import override_settings
 
 from buckethead_django.cache import BucketHeadCache
-from buckethead_django.engine import BucketConfig, BucketSQLite, ReadOnlyError, SnapshotConfig, ValueTooLarge
+from buckethead_django.engine import BucketConfig, BucketSQLite, ReadOnlyError, SnapshotConfig
 from buckethead_django.runtime import use_engine
 from buckethead_django.testing import fresh_buckethead
 
@@ -370,15 +370,15 @@ def test_patterns_follow_a_custom_key_function(bh: BucketSQLite) -> None:
 # -- errors, engine lifecycle, threads -----------------------------------------------------------
 
 
-def test_values_over_the_kv_limit_are_refused_and_the_old_value_kept() -> None:
-    with fresh_buckethead(kv_max_value_bytes=1024):
+def test_values_over_the_kv_limit_are_cached_as_blobs() -> None:
+    """Once refused with ValueTooLarge; tests/test_cache_blobs.py covers them in depth."""
+    with fresh_buckethead(kv_max_value_bytes=1024) as bh:
         cache = make_cache()
         cache.set("k", "small")
-        with pytest.raises(ValueTooLarge, match="1024 bytes"):
-            cache.set("k", "x" * 2000)
-        with pytest.raises(ValueTooLarge):
-            cache.set_many({"a": 1, "k": "x" * 2000})
-        assert cache.get_many(["a", "k"]) == {"k": "small"}, "a refused batch writes nothing"
+        cache.set("k", "x" * 2000)
+        cache.set_many({"a": 1, "b": "y" * 2000})
+        assert cache.get_many(["a", "b", "k"]) == {"a": 1, "b": "y" * 2000, "k": "x" * 2000}
+        assert len(bh.files) == 2
 
 
 def test_reads_never_make_the_database_dirty(bh: BucketSQLite) -> None:
