@@ -31,6 +31,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from . import runtime
+from .cache import BLOB_MARK
 from .cache import NAMESPACE as CACHE_NAMESPACE
 from .engine import (
     BucketSQLite,
@@ -208,6 +209,9 @@ class ValueView:
     def of(cls, raw: bytes, *, key: str = "", full: bool = False) -> ValueView:
         """The preview of ``raw`` (the value of ``key``) for a list, or (``full``) as much as one entry's page shows."""
         limit = FULL_VALUE_CHARS if full else PREVIEW_CHARS
+        if key.startswith(CACHE_NAMESPACE) and raw.startswith(BLOB_MARK):
+            shown = f"a value over the KV limit, kept as the FileStore blob {raw[len(BLOB_MARK) :].decode()}"
+            return cls(len(raw), CACHED, shown, False, "blob")
         if key.startswith(CACHE_NAMESPACE):
             cached = _cache_value(raw)
             if cached is not None:

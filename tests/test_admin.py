@@ -374,6 +374,11 @@ def test_a_cache_entry_is_shown_as_its_value_not_as_a_pickle(bh, viewer) -> None
     assert "{'name': 'Ada', 'langs': ['en', 'fr']}" in entry
     assert "Edit" not in entry, "a cache entry changes through the cache"
 
+    cache.set("report", "x" * (bh.kv.max_value_bytes + 10))  # over the KV limit: a blob
+    big = next(k for k in bh.kv.keys("django-cache:") if k.endswith("report"))
+    assert re.search(r"blob a value over the KV limit, kept as the FileStore blob [0-9a-f]{64}", text(viewer.get(KV)))
+    assert "x" * 100 not in text(viewer.get(kv_url("entry", key=big)))
+
 
 def test_a_kv_entry_is_added_and_its_text_edited_from_the_admin(bh, manager) -> None:
     form = manager.get(kv_url("add"))
