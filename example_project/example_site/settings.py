@@ -2,7 +2,8 @@
 
 Zero configuration: the bucket is the directory ``example_project/.buckethead/``
 (the local backend) and the database a file under ``/dev/shm``. To use
-Cloudflare R2 instead, set environment variables only — see the README.
+Cloudflare R2 instead, set environment variables only — see the README. To deploy it
+(Docker, a PaaS, a VM), see docs/deploy/.
 """
 
 import os
@@ -12,7 +13,11 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-not-for-production")
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
-ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+# Loopback always (health checks from inside the host or container), plus the site's own names, comma-separated.
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]", *os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",")]
+ALLOWED_HOSTS = [host.strip() for host in ALLOWED_HOSTS if host.strip()]
+# Behind a platform's HTTPS proxy the admin's login POST carries an https:// Origin: list it (https://app.example.com).
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -26,6 +31,8 @@ INSTALLED_APPS = [
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # WhiteNoise serves /static/ from STATIC_ROOT in every gunicorn worker: no nginx, no bucket round trip.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -54,6 +61,9 @@ ASGI_APPLICATION = "example_site.asgi.application"
 DATABASES = {"default": {"ENGINE": "buckethead_django.db"}}
 USE_TZ = True
 STATIC_URL = "static/"
+# Where `collectstatic` puts the static files WhiteNoise serves: built into the image (see the Dockerfile), or
+# collected by docker-entrypoint.sh at start where the platform has no build step of its own.
+STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT") or BASE_DIR / "staticfiles")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # BucketHead: every key comes from a BUCKETHEAD_<KEY> environment variable (BUCKETHEAD_FLUSH_INTERVAL=10, say),
@@ -64,7 +74,10 @@ BUCKETHEAD: dict[str, object] = {}
 CACHES = {"default": {"BACKEND": "buckethead_django.cache.BucketHeadCache", "LOCATION": "default"}}
 STORAGES = {
     "default": {"BACKEND": "buckethead_django.storage.BucketHeadStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Static files are code, not data: they ship with the release, never in the bucket. The manifest storage
+    # names each file by its content's hash (base.1d2c3b4a5e6f.css), so WhiteNoise serves it compressed and
+    # cacheable forever; with DEBUG off, `collectstatic` must have run (its manifest maps the names).
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
 LOGGING = {
