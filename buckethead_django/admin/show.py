@@ -30,10 +30,10 @@ from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from . import runtime
-from .cache import BLOB_MARK
-from .cache import NAMESPACE as CACHE_NAMESPACE
-from .engine import (
+from .. import runtime
+from ..cache import BLOB_MARK
+from ..cache import NAMESPACE as CACHE_NAMESPACE
+from ..engine import (
     BucketSQLite,
     FileInfo,
     FileStore,
@@ -49,10 +49,10 @@ from .engine import (
     WriterLease,
     read_lease,
 )
-from .engine.database import LocalDir
-from .engine.host import ReplicatorInfo
-from .health import EngineHealth, engine_health
-from .storage import BucketHeadStorage
+from ..engine.database import LocalDir
+from ..engine.host import ReplicatorInfo
+from ..health import EngineHealth, engine_health
+from ..storage import BucketHeadStorage
 
 T = TypeVar("T")
 
