@@ -37,11 +37,11 @@ from django.views.decorators.http import require_safe
 from .engine import BucketHeadError, BucketSQLite
 from .health import DEGRADED, FAILING, OK, engine_health
 from .runtime import get_buckethead
-from .views import _shows_health_details
+from .views import shows_health_details
 
 try:
     from prometheus_client import CollectorRegistry, Metric
-    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.exposition import choose_encoder
 except ImportError:  # the optional extra is not installed: the view says so (501), nothing fails at import
     AVAILABLE = False
@@ -131,10 +131,31 @@ GAUGES = (
         "buckethead_set_aside_copies",
         "Copies of the host's database set aside at its start: they hold changes the bucket does not have.",
     ),
+    Gauge(
+        "buckethead_lease_expires_in_seconds",
+        "Seconds until the bucket's writer lease this host holds expires (it is renewed at half its life).",
+    ),
     Gauge("buckethead_database_bytes", "Size of the host's database (pages in use times page size), in bytes."),
     Gauge("buckethead_wal_bytes", "Size of the host's database's write-ahead log file, in bytes."),
     Gauge("buckethead_kv_entries", "Live entries of the KV store (the cache's entries included)."),
     Gauge("buckethead_stored_files", "Files kept by the file storage."),
+)
+
+
+@dataclass(frozen=True)
+class Counter:
+    """A count the host keeps across its replicators (see `ReplicatorInfo`); shown with the details."""
+
+    name: str
+    documentation: str
+    #: The `ReplicatorInfo` field that holds it.
+    field: str
+
+
+COUNTERS = (
+    Counter("buckethead_flushes", "Flushes of the host that uploaded a snapshot to the bucket.", "flushes"),
+    Counter("buckethead_flush_failures", "Flushes of the host that failed (each is retried).", "flush_failures"),
+    Counter("buckethead_uploaded_bytes", "Bytes the host's flushes uploaded to the bucket.", "uploaded_bytes"),
 )
 DETAILS = Gauge(
     "buckethead_metrics_details",
@@ -177,7 +198,10 @@ def read_host(engine: BucketSQLite | None) -> tuple[str, dict[str, float | None]
         "buckethead_replicator_start_time_seconds": info.started_at if info is not None else None,
         "buckethead_set_aside_copies": float(len(health.set_aside)),
         "buckethead_wal_bytes": _file_bytes(Path(f"{engine.database.path}-wal")),
+        "buckethead_lease_expires_in_seconds": _age(now, info.lease_expires_at) if info and holds else None,
     }
+    for counter in COUNTERS:
+        values[counter.name] = float(getattr(info, counter.field)) if info is not None else None
     try:
         stats = engine.stats()
     except (sqlite3.Error, BucketHeadError) as exc:  # a scrape still answers (an engine stopping, say): the rest
@@ -189,8 +213,9 @@ def read_host(engine: BucketSQLite | None) -> tuple[str, dict[str, float | None]
     return health.status, values
 
 
-def _age(at: float | None, now: float) -> float | None:
-    return None if at is None else max(0.0, now - at)
+def _age(at: float | None, now: float | None) -> float | None:
+    """Seconds from ``at`` to ``now`` (not below 0); None if either is unknown."""
+    return None if at is None or now is None else max(0.0, now - at)
 
 
 def _file_bytes(path: Path) -> float:
@@ -225,6 +250,11 @@ class BucketHeadCollector:
             if value is not None:
                 family.add_metric([], value)
             yield family
+        for counter in COUNTERS if self.details else ():
+            total = CounterMetricFamily(counter.name, counter.documentation)
+            if values.get(counter.name) is not None:
+                total.add_metric([], values[counter.name])
+            yield total
         yield GaugeMetricFamily(DETAILS.name, DETAILS.documentation, value=float(self.details))
 
 
@@ -261,7 +291,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
         except Exception:  # noqa: BLE001 - an engine that cannot start is reported as failing, not raised
             engine = None
         body, content_type = render_metrics(
-            engine, details=_shows_health_details(request), accept=request.headers.get("Accept", "")
+            engine, details=shows_health_details(request), accept=request.headers.get("Accept", "")
         )
         response = HttpResponse(body, content_type=content_type)
     patch_cache_control(response, no_store=True)

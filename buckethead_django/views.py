@@ -74,14 +74,14 @@ def health(request: HttpRequest) -> JsonResponse:
 
 def _health_response(request: HttpRequest, body: dict[str, Any]) -> JsonResponse:
     """``body``, cut down to the public fields unless the request may see the details; never cached."""
-    if not _shows_health_details(request):
+    if not shows_health_details(request):
         body = {field: body[field] for field in PUBLIC_HEALTH_FIELDS}
     response = JsonResponse(body, status=503 if body["status"] == FAILING else 200)
     patch_cache_control(response, no_store=True)
     return response
 
 
-def _shows_health_details(request: HttpRequest) -> bool:
+def shows_health_details(request: HttpRequest) -> bool:
     """Whether ``request`` may see the health details: ``HEALTH_DETAILS`` 'public', or 'staff' and a staff user."""
     who = get_settings()["HEALTH_DETAILS"]
     if who != "staff":

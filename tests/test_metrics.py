@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from buckethead_django import runtime
 from buckethead_django.engine import BucketConfig, BucketSQLite, WriterFenced
-from buckethead_django.metrics import GAUGES, render_metrics
+from buckethead_django.metrics import COUNTERS, GAUGES, render_metrics
 from buckethead_django.roles import Decision, Role
 from buckethead_django.testing import fresh_buckethead
 
@@ -105,6 +105,10 @@ def test_a_flush_makes_the_last_upload_recent_and_clears_the_lag(client: Client)
 
     engine.force_flush()
     after = scrape(client)
+    assert after["buckethead_flushes_total"] == pending["buckethead_flushes_total"] + 1, "counted once per upload"
+    assert after["buckethead_uploaded_bytes_total"] > pending["buckethead_uploaded_bytes_total"]
+    assert after["buckethead_flush_failures_total"] == 0
+    assert 0 < after["buckethead_lease_expires_in_seconds"] <= engine.lease_seconds
     assert 0 <= after["buckethead_last_upload_age_seconds"] < 5
     assert after["buckethead_last_upload_timestamp_seconds"] == pytest.approx(engine.last_upload.at)
     assert after["buckethead_last_good_snapshot_age_seconds"] < 5
@@ -118,7 +122,8 @@ def test_a_flush_makes_the_last_upload_recent_and_clears_the_lag(client: Client)
     assert after["buckethead_kv_entries"] == 1
     assert after["buckethead_database_bytes"] > 0
     assert after["buckethead_metrics_details"] == 1
-    assert families(client) == {"buckethead_status", "buckethead_metrics_details"} | {g.name for g in GAUGES}
+    described = {"buckethead_status", "buckethead_metrics_details"} | {g.name for g in GAUGES}
+    assert families(client) == described | {c.name for c in COUNTERS}
 
 
 def test_every_process_of_the_host_reports_the_same(make_engine: EngineFactory, tmp_path: Path) -> None:
@@ -164,10 +169,12 @@ def test_failing_flushes_show_as_a_growing_lag(make_engine: EngineFactory, monke
     assert second["buckethead_pending_changes"] == 1
     assert second["buckethead_replication_lag_seconds"] >= first["buckethead_replication_lag_seconds"] + 0.1
     assert second["buckethead_lease_held"] == 1, "a failing upload does not lose the lease"
+    assert second["buckethead_flush_failures_total"] == 1
     monkeypatch.undo()
     engine.force_flush()
     recovered = metrics_of(engine)
     assert (recovered["buckethead_last_flush_failed"], recovered["buckethead_replication_lag_seconds"]) == (0, 0)
+    assert (recovered["buckethead_flushes_total"], recovered["buckethead_flush_failures_total"]) == (2, 1)
 
 
 @pytest.mark.usefixtures("public_details")

@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 import weakref
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ from .wal import WalPosition
 REPLICATOR_LOCK = "replicator.lock"
 MEMBERS_LOCK = "members.lock"
 REPLICATOR_FILE = "replicator.json"
+#: The counters of `ReplicatorInfo`: kept when a replicator announces itself, added to by `Host.count`.
+COUNTERS = ("flushes", "flush_failures", "uploaded_bytes")
 STATE_FILE = "state.json"
 HOST_FILE = "host.json"
 #: Touched by a process that wants the host's changes shipped now; the replicator's loop watches its time.
@@ -125,6 +127,13 @@ class ReplicatorInfo:
     last_upload_at: float | None = None
     #: The generation the last commit made, else the one the database was restored from.
     current_snapshot: str | None = None
+    #: When the bucket's writer lease this host holds expires (Unix time), or None.
+    lease_expires_at: float | None = None
+    #: The host's flushes that uploaded something, the ones that failed, and the bytes they uploaded: counted since
+    #: the host's database was made, across replicators (a takeover carries them on), for monitoring.
+    flushes: int = 0
+    flush_failures: int = 0
+    uploaded_bytes: int = 0
 
     @property
     def running(self) -> bool:
@@ -258,15 +267,23 @@ class Host:
         """Write ``replicator.json``: this process is the replicator, whether the database is ready, and
         ``health`` (the other fields of `ReplicatorInfo`)."""
         previous = self.replicator()
+        carried = {name: getattr(previous, name) for name in COUNTERS} if previous is not None else {}
         info = ReplicatorInfo(
             host=socket.gethostname(),
             pid=os.getpid(),
             started_at=previous.started_at if previous is not None and previous.pid == os.getpid() else time.time(),
             ready=ready,
             start_ticks=process_start_ticks(os.getpid()),
-            **health,
+            **{**carried, **health},
         )
         _write_json(self.directory / REPLICATOR_FILE, asdict(info))
+
+    def count(self, **increments: int) -> None:
+        """Add ``increments`` to the host's counters in ``replicator.json`` (only the replicator writes it)."""
+        previous = self.replicator()
+        if previous is not None:
+            counted = {name: getattr(previous, name) + n for name, n in increments.items()}
+            _write_json(self.directory / REPLICATOR_FILE, asdict(replace(previous, **counted)))
 
     def replicator(self) -> ReplicatorInfo | None:
         """The process ``replicator.json`` names (it may have died since; see `ReplicatorInfo.running`)."""
@@ -284,6 +301,8 @@ class Host:
                 last_error=raw.get("last_error"),
                 last_upload_at=raw.get("last_upload_at"),
                 current_snapshot=raw.get("current_snapshot"),
+                lease_expires_at=raw.get("lease_expires_at"),
+                **{name: int(raw.get(name, 0)) for name in COUNTERS},
             )
         except (KeyError, TypeError, ValueError):
             return None

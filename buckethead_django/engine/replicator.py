@@ -214,7 +214,13 @@ class Replicator:
             last_error=None if self.last_error is None else str(self.last_error),
             last_upload_at=self.last_upload.at if self.last_upload is not None else None,
             current_snapshot=generation_of(self._current_name()),
+            lease_expires_at=self.lease.lease.expires_at if self.lease.lease is not None else None,
         )
+
+    def _count(self, **increments: int) -> None:
+        """Add to the host's flush counters (see `ReplicatorInfo`); a full directory only loses the count."""
+        with contextlib.suppress(OSError):
+            self.host.count(**increments)
 
     # -- taking the role -------------------------------------------------------------------
 
@@ -548,6 +554,7 @@ class Replicator:
                 uploaded=True, reason="changed", duration_seconds=duration, bytes=size,
                 generation=generation_of(self._current_name()), at=time.time(), point=self._current_name(),
             )  # fmt: skip
+            self._count(flushes=1, uploaded_bytes=size)
             self._delete_unreferenced_blobs(doomed)
             self._merge()
             self._apply_retention()
@@ -847,6 +854,7 @@ class Replicator:
         self.last_error = error
         self._failures += 1
         self._retry_at = time.monotonic() + backoff(self._failures, cap=self.snapshot_config.interval_seconds)
+        self._count(flush_failures=1)
         self.announce()
         self.callbacks.call(self.callbacks.on_flush_error, error)
         if error is exc:
@@ -908,6 +916,7 @@ class Replicator:
         except PreconditionFailed as exc:
             with self._flush_lock, contextlib.suppress(WriterFenced):
                 self._fence(exc)
+        self.announce()  # the lease's new expiry, for the host's other processes
 
     # -- the loop ------------------------------------------------------------------------------
 
