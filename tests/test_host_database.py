@@ -258,3 +258,11 @@ def test_a_forked_child_does_not_inherit_the_role(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     host.leave()
     assert Host(tmp_path).try_become_replicator(), "released when the holder leaves"
+
+
+def test_a_local_dir_under_a_file_is_a_problem_named_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    local = LocalDir(tmp_path / "a-file" / "db", "ext4", "configured (LOCAL_DIR)")
+    (found,) = problems(local, needed_bytes=1024)
+    assert f"'{tmp_path / 'a-file'}' is a file, not a directory" in found
+    assert "point LOCAL_DIR at a directory" in found

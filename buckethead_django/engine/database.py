@@ -112,7 +112,12 @@ def problems(local: LocalDir, *, needed_bytes: int = 0) -> list[str]:
             "unset to use /dev/shm)."
         )
     existing = _existing_parent(local.path)
-    if not os.access(existing, os.W_OK):
+    if not existing.is_dir():
+        found.append(
+            f"LOCAL_DIR {str(local.path)!r} cannot be made: {str(existing)!r} is a file, not a directory. "
+            "Remove the file, or point LOCAL_DIR at a directory."
+        )
+    elif not os.access(existing, os.W_OK):
         found.append(
             f"LOCAL_DIR {str(local.path)!r} cannot be created or written by this process (uid {os.getuid()}): "
             f"make {str(existing)!r} writable, or point LOCAL_DIR elsewhere."
@@ -154,7 +159,7 @@ def database_bytes(path: Path) -> int:
     """The size of the database file at ``path`` with its WAL (0 if there is none)."""
     total = 0
     for part in (path, Path(f"{path}-wal")):
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             total += part.stat().st_size
     return total
 
