@@ -178,7 +178,12 @@ def docker(*args: str, timeout: float = 120) -> str:
 
 def docker_works() -> bool:
     """A Docker engine answers (the client alone is not enough to build)."""
-    return bool(DOCKER) and subprocess.run([DOCKER, "info"], capture_output=True, check=False).returncode == 0
+    if not DOCKER:
+        return False
+    try:
+        return subprocess.run([DOCKER, "info"], capture_output=True, check=False, timeout=20).returncode == 0
+    except subprocess.TimeoutExpired:  # a client whose engine does not answer
+        return False
 
 
 @pytest.mark.slow
