@@ -11,52 +11,33 @@ an expired entry is never returned, and reads never write, so serving from
 the cache does not make the database dirty (nothing to snapshot).
 
 A pickle over the KV store's limit (``KV_MAX_VALUE_BYTES``) is a FileStore
-blob instead, as the KVStore asks of large values: the entry's row holds
-`BLOB_MARK` and the blob's bh-key, and a registry row
-``django-cache:%blobs:<LOCATION>:<bh-key>`` names the entry keys that may
-hold it. Every write removes the blobs that no live entry holds any more,
-so a blob goes with its entry (docs/cache.md, "Values over the KV limit").
+blob instead, removed with its entry (see `buckethead_django.cache_blobs`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
 import math
-import os
 import pickle
 import threading
-import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from typing import Any, cast
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
-from .engine import BucketSQLite, FileStore, KVStore, ObjectNotFound
-from .engine.config import DEFAULT_GC_GRACE_SECONDS
-from .engine.interfaces import BlobSizeMismatch
+from .cache_blobs import BLOB_MARK, CacheBlobs
+from .engine import BucketSQLite, KVStore
 from .engine.interfaces.kv import glob_escape
 from .runtime import get_buckethead
 
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "django-cache:"
-#: The value of an entry whose pickle is a blob starts with this, then the bh-key. No pickle starts with NUL
-#: (it is no pickle opcode), so a marker is never mistaken for a value, nor a value for a marker.
-BLOB_MARK = b"\x00buckethead-cache-blob:"
 #: Registry rows: ``<this><escaped LOCATION>:<bh-key>``. A LOCATION's "%" is always escaped as "%25" or "%3A",
 #: so no namespace starts like this: registry rows are never counted, culled, matched or cleared as entries.
 BLOB_REGISTRY = NAMESPACE + "%blobs:"
-# Random bytes before the pickle make every blob unique to one write of one entry: removing it never
-# breaks another entry that caches the same value, as a shared content-addressed blob would.
-_SALT_BYTES = 16
-# How long a blob another process registered but has not linked to its entry yet is left alone: its
-# upload may still be running. The FileStore's own grace for unrecorded uploads.
-_UNLINKED_GRACE = DEFAULT_GC_GRACE_SECONDS
 # Stands in for the user's key to find where KEY_FUNCTION puts it (see `_pattern`).
 _KEY_MARK = "\x00buckethead-key\x00"
 
@@ -65,20 +46,10 @@ _KEY_MARK = "\x00buckethead-key\x00"
 _row_bounds: weakref.WeakKeyDictionary[KVStore, dict[str, int]] = weakref.WeakKeyDictionary()
 _row_bounds_lock = threading.Lock()
 
-# Blobs this process is writing: registered, maybe uploaded, their marker maybe not written yet. A sweep leaves
-# them alone. They leave the set, and a rename changes a registry row, under `_registry_lock`, which a sweep holds
-# while it decides, so a sweep never sees a blob in between.
-_in_flight: set[str] = set()
-_registry_lock = threading.RLock()
-# When each namespace was last swept for the blobs of expired entries, per KV store (monotonic seconds).
-_last_sweeps: weakref.WeakKeyDictionary[KVStore, dict[str, float]] = weakref.WeakKeyDictionary()
-_last_sweeps_lock = threading.Lock()
 # Serialise the read-modify-write of `incr` on a value over the limit between the threads of the process.
 _incr_locks = tuple(threading.Lock() for _ in range(64))
 
 Version = int | None
-#: KV rows about to be written: stored key -> value.
-Rows = dict[str, bytes]
 Timeout = float | None | object
 
 
@@ -102,7 +73,7 @@ class BucketHeadCache(BaseCache):
         # Escaping ":" keeps one LOCATION's namespace from being a prefix of another's ("a" vs "a:b").
         escaped = self.location.replace("%", "%25").replace(":", "%3A")
         self.namespace = f"{NAMESPACE}{escaped}:"
-        self.blob_registry = f"{BLOB_REGISTRY}{escaped}:"
+        self.blobs = CacheBlobs(self, f"{BLOB_REGISTRY}{escaped}:")
 
     # -- keys, values, timeouts --------------------------------------------------------
 
@@ -138,14 +109,14 @@ class BucketHeadCache(BaseCache):
         if len(pickled) > kv.max_value_bytes and kv.exists(made):
             return False  # not worth an upload; for a small value, add_bytes alone decides
         self._cull(engine, [made])
-        added = self._write(engine, {made: pickled}, lambda rows: kv.add_bytes(made, rows[made], ttl))
-        self._settle(engine)
+        added = self.blobs.write(engine, {made: pickled}, lambda rows: kv.add_bytes(made, rows[made], ttl))
+        self.blobs.settle(engine)
         return added
 
     def get(self, key: str, default: Any = None, version: Version = None) -> Any:
         engine = get_buckethead()
         raw = engine.kv.get_bytes(self._key(key, version))
-        pickled = None if raw is None else self._unblob(engine.files, raw)
+        pickled = None if raw is None else self.blobs.unblob(engine.files, raw)
         return default if pickled is None else self._loads(pickled)
 
     def set(self, key: str, value: Any, timeout: Timeout = DEFAULT_TIMEOUT, version: Version = None) -> None:
@@ -158,9 +129,9 @@ class BucketHeadCache(BaseCache):
     def delete(self, key: str, version: Version = None) -> bool:
         engine = get_buckethead()
         made = self._key(key, version)
-        held = self._blobs_at(engine.kv, [made])
+        held = self.blobs.held(engine.kv, [made])
         removed = engine.kv.delete(made)
-        self._settle(engine, held.values())
+        self.blobs.settle(engine, held.values())
         return removed
 
     def get_many(self, keys: Iterable[str], version: Version = None) -> dict[str, Any]:
@@ -170,7 +141,7 @@ class BucketHeadCache(BaseCache):
         engine = get_buckethead()
         found: dict[str, Any] = {}
         for k, raw in engine.kv.get_many_bytes(made).items():
-            pickled = self._unblob(engine.files, raw)
+            pickled = self.blobs.unblob(engine.files, raw)
             if pickled is not None:
                 found[made[k]] = self._loads(pickled)
         return found
@@ -186,9 +157,9 @@ class BucketHeadCache(BaseCache):
         made = [self._key(key, version) for key in keys]
         if made:
             engine = get_buckethead()
-            held = self._blobs_at(engine.kv, made)
+            held = self.blobs.held(engine.kv, made)
             engine.kv.delete_many(made)
-            self._settle(engine, held.values())
+            self.blobs.settle(engine, held.values())
 
     def has_key(self, key: str, version: Version = None) -> bool:
         return self._kv.exists(self._key(key, version))
@@ -208,7 +179,7 @@ class BucketHeadCache(BaseCache):
             raise ValueError(f"Key '{key}' not found") from None
         except _OverTheLimit:
             return self._incr_blob(engine, key, made, delta)
-        self._settle(engine)
+        self.blobs.settle(engine)
         return self._loads(raw)
 
     def incr_version(self, key: str, delta: int = 1, version: Version = None) -> int:
@@ -223,16 +194,13 @@ class BucketHeadCache(BaseCache):
         src, dst = self._key(key, version), self._key(key, version + delta)
         engine = get_buckethead()
         kv = engine.kv
-        held = self._blobs_at(kv, [src, dst])
+        held = self.blobs.held(kv, [src, dst])
         moving = held.get(src)
         if moving is None:
             moved = kv.rename(src, dst)
         else:
-            with _registry_lock:  # no sweep of this process sees the registry row name the wrong key
-                self._register(kv, {moving: [src, dst]}, linked=False)  # other processes: leave it be
-                moved = kv.rename(src, dst)
-                self._register(kv, {moving: [dst] if moved else [src]}, linked=True)
-        self._settle(engine, [b for b in (held.get(dst),) if b is not None and b != moving])
+            moved = self.blobs.move(kv, moving, src, dst, lambda: kv.rename(src, dst))
+        self.blobs.settle(engine, [b for b in (held.get(dst),) if b is not None and b != moving])
         if not moved:
             raise ValueError(f"Key '{key}' not found")
         return version + delta
@@ -241,7 +209,7 @@ class BucketHeadCache(BaseCache):
         """Remove every entry of this LOCATION (all KEY_PREFIXes and versions) and its blobs, and nothing else."""
         engine = get_buckethead()
         engine.kv.delete_prefix(self.namespace)
-        self._settle(engine, sweep=True)
+        self.blobs.settle(engine, sweep=True)
 
     # BaseCache's async versions of these call the sync single-key methods once per key, or
     # read then write (losing increments); these run the atomic, batched versions instead.
@@ -305,7 +273,7 @@ class BucketHeadCache(BaseCache):
         prefix, glob, _ = self._pattern(pattern, version)
         engine = get_buckethead()
         removed = engine.kv.delete_prefix(prefix, glob=glob)
-        self._settle(engine, sweep=True)
+        self.blobs.settle(engine, sweep=True)
         return removed
 
     # -- internals ------------------------------------------------------------------------
@@ -314,7 +282,7 @@ class BucketHeadCache(BaseCache):
         ttl = self.get_backend_timeout(timeout)
         engine = get_buckethead()
         kv = engine.kv
-        held = self._blobs_at(kv, entries)
+        held = self.blobs.held(kv, entries)
         if ttl is not None and ttl <= 0:
             kv.delete_many(entries)  # a timeout of zero or less stores nothing and drops the old value
         else:
@@ -324,17 +292,17 @@ class BucketHeadCache(BaseCache):
                 kv.set_many_bytes(rows, ttl)
                 return True
 
-            self._write(engine, entries, write)
-        self._settle(engine, held.values())
+            self.blobs.write(engine, entries, write)
+        self.blobs.settle(engine, held.values())
 
     def _expire(self, made: str, ttl: float | None) -> bool:
         """`touch`, `expire` and `persist`: set or remove the expiry; an entry expired now loses its blob now."""
         engine = get_buckethead()
         kv = engine.kv
         ending = ttl is not None and ttl <= 0
-        held = self._blobs_at(kv, [made]) if ending else {}
+        held = self.blobs.held(kv, [made]) if ending else {}
         done = kv.persist(made) if ttl is None else kv.expire(made, ttl)
-        self._settle(engine, held.values())
+        self.blobs.settle(engine, held.values())
         return done
 
     def _incremented(self, old: bytes, delta: int, limit: int) -> bytes:
@@ -351,7 +319,7 @@ class BucketHeadCache(BaseCache):
         kv = engine.kv
         with _incr_locks[hash(made) % len(_incr_locks)]:
             raw = kv.get_bytes(made)
-            pickled = None if raw is None else self._unblob(engine.files, raw)
+            pickled = None if raw is None else self.blobs.unblob(engine.files, raw)
             if pickled is None:
                 raise ValueError(f"Key '{key}' not found")
             value = self._loads(pickled) + delta
@@ -361,14 +329,14 @@ class BucketHeadCache(BaseCache):
             except KeyError:
                 raise ValueError(f"Key '{key}' not found") from None
             ttl = None if left is None else max(left, 0.001)
-            held = self._blobs_at(kv, [made])
+            held = self.blobs.held(kv, [made])
 
             def write(rows: dict[str, bytes]) -> bool:
                 kv.set_many_bytes(rows, ttl)
                 return True
 
-            self._write(engine, entries, write)
-        self._settle(engine, held.values())
+            self.blobs.write(engine, entries, write)
+        self.blobs.settle(engine, held.values())
         return value
 
     def _cull(self, engine: BucketSQLite, keys: list[str]) -> None:
@@ -408,7 +376,7 @@ class BucketHeadCache(BaseCache):
             live = kv.count(self.namespace)
             if live >= self._max_entries:
                 kv.evict_oldest(self.namespace, max(1, live // self._cull_frequency))
-        self._settle(engine, sweep=True)  # which rows went is not known: look at every blob of the namespace
+        self.blobs.settle(engine, sweep=True)  # which rows went is not known: look at every blob of the namespace
 
     def _pattern(self, pattern: str, version: Version) -> tuple[str, str, str]:
         """The literal prefix, the GLOB for whole stored keys, and the literal suffix that wrap ``pattern``.
@@ -427,153 +395,6 @@ class BucketHeadCache(BaseCache):
         prefix = self.namespace + before
         return prefix, glob_escape(prefix) + pattern + glob_escape(after), after
 
-    # -- blobs: values over the KV limit ----------------------------------------------------
-
-    def _write(self, engine: BucketSQLite, entries: Rows, write: Callable[[Rows], bool]) -> bool:
-        """Run ``write`` on ``entries``, each value over the KV limit first uploaded as a blob behind a marker.
-
-        A blob is registered before its upload, so that a crash never leaves
-        one nothing knows of, and stays in flight (never swept) until its
-        marker is written. If ``write`` raises or returns False, the new
-        blobs are removed again.
-        """
-        kv = engine.kv
-        over = {made: raw for made, raw in entries.items() if len(raw) > kv.max_value_bytes}
-        if not over:
-            return write(entries)
-        blobs = {made: os.urandom(_SALT_BYTES) + raw for made, raw in over.items()}
-        # The bh-key is the SHA-256 of the content (FileStore's contract), so it is known before the upload.
-        bh_keys = {made: hashlib.sha256(blob).hexdigest() for made, blob in blobs.items()}
-        refs = {bh_key: [made] for made, bh_key in bh_keys.items()}
-        with _flying(refs):
-            self._register(kv, refs, linked=False)
-            try:
-                for blob in blobs.values():
-                    engine.files.put(blob, metadata={"django_cache": self.location})
-                written = write({**entries, **{made: _marker(bh_key) for made, bh_key in bh_keys.items()}})
-            except BaseException:
-                # The write's own error is what the caller must see; a later sweep removes what this leaves.
-                with contextlib.suppress(Exception):
-                    self._remove_blobs(engine, refs)
-                raise
-            if written:
-                self._register(kv, refs, linked=True)
-            else:
-                self._remove_blobs(engine, refs)
-        return written
-
-    def _register(self, kv: KVStore, refs: Mapping[str, list[str]], *, linked: bool) -> None:
-        """Record, for each blob, the entry keys that may hold it; ``linked`` once its marker is written."""
-        now, pid = time.time(), os.getpid()
-        kv.set_many_bytes(
-            {
-                self.blob_registry + bh_key: json.dumps(
-                    {"keys": keys, "linked": linked, "pid": pid, "at": now}
-                ).encode()
-                for bh_key, keys in refs.items()
-            }
-        )
-
-    def _blobs_at(self, kv: KVStore, keys: Iterable[str]) -> dict[str, str]:
-        """The bh-keys the live entries of ``keys`` hold, by key: blobs a write or delete of them may free."""
-        if not kv.count(self.blob_registry, include_expired=True):
-            return {}  # the usual case, one index lookup: no entry of the namespace holds a blob
-        return {made: _bh_key(raw) for made, raw in kv.get_many_bytes(keys).items() if raw.startswith(BLOB_MARK)}
-
-    def _unblob(self, files: FileStore, raw: bytes) -> bytes | None:
-        """The pickle an entry's value stands for; None if its blob is gone (a miss, never a wrong value)."""
-        if not raw.startswith(BLOB_MARK):
-            return raw
-        bh_key = _bh_key(raw)
-        try:
-            data = files.get(bh_key) if files.exists(bh_key) else None
-        except (ObjectNotFound, BlobSizeMismatch):
-            data = None
-        if data is None:
-            logger.warning(
-                "the blob %s of a %s cache entry is missing; the entry reads as a miss", bh_key, self.location
-            )
-            return None
-        return cast(bytes, data)[_SALT_BYTES:]
-
-    def _settle(self, engine: BucketSQLite, freed: Iterable[str] = (), *, sweep: bool = False) -> None:
-        """After a write: remove the blobs in ``freed`` that no entry holds any more, or sweep the namespace.
-
-        A sweep looks at every blob of the namespace, and so also removes those
-        of expired entries and of entries removed behind the cache's back. It
-        runs when asked, and at the first write of a namespace in each
-        `blob_sweep_interval`.
-        """
-        if sweep or self._sweep_due(engine.kv):
-            self._collect(engine, None)
-        else:
-            freed = list(freed)
-            if freed:
-                self._collect(engine, freed)
-
-    def _sweep_due(self, kv: KVStore) -> bool:
-        now = time.monotonic()
-        with _last_sweeps_lock:
-            sweeps = _last_sweeps.setdefault(kv, {})
-            last = sweeps.get(self.namespace)
-            if last is not None and now - last < self.blob_sweep_interval:
-                return False
-            sweeps[self.namespace] = now
-        return True
-
-    def _collect(self, engine: BucketSQLite, bh_keys: Collection[str] | None) -> None:
-        """Remove the blobs among ``bh_keys`` (all of the namespace if None) that no live entry holds.
-
-        A blob is kept while an entry its registry row names holds its
-        marker, while this process is writing it, and, if another process
-        registered it and has not linked it yet, for a grace period.
-        """
-        kv = engine.kv
-        with _registry_lock:
-            rows = kv.keys(self.blob_registry) if bh_keys is None else [self.blob_registry + b for b in bh_keys]
-            if not rows:
-                return
-            refs = {row[len(self.blob_registry) :]: json.loads(raw) for row, raw in kv.get_many_bytes(rows).items()}
-            values = kv.get_many_bytes({key for ref in refs.values() for key in ref["keys"]})
-            now, pid = time.time(), os.getpid()
-            unheld = [
-                bh_key
-                for bh_key, ref in refs.items()
-                if not any(values.get(key) == _marker(bh_key) for key in ref["keys"])
-                and bh_key not in _in_flight
-                and (ref["linked"] or ref["pid"] == pid or now - ref["at"] >= _UNLINKED_GRACE)
-            ]
-            self._remove_blobs(engine, unheld)
-
-    def _remove_blobs(self, engine: BucketSQLite, bh_keys: Iterable[str]) -> None:
-        """Delete the blobs (their objects go after the next snapshot), then their registry rows."""
-        rows = []
-        for bh_key in bh_keys:
-            engine.files.delete(bh_key)  # first: a crash in between leaves a registry row, never an unknown blob
-            rows.append(self.blob_registry + bh_key)
-        if rows:
-            engine.kv.delete_many(rows)
-
 
 class _OverTheLimit(Exception):
     """`incr` needs the blob path: the old or the new value is over the KV limit."""
-
-
-def _marker(bh_key: str) -> bytes:
-    return BLOB_MARK + bh_key.encode("ascii")
-
-
-def _bh_key(marker: bytes) -> str:
-    return marker[len(BLOB_MARK) :].decode("ascii")
-
-
-@contextlib.contextmanager
-def _flying(bh_keys: Collection[str]) -> Iterator[None]:
-    """Mark blobs as being written by this process for the block, so that no sweep removes them meanwhile."""
-    with _registry_lock:
-        _in_flight.update(bh_keys)
-    try:
-        yield
-    finally:
-        with _registry_lock:
-            _in_flight.difference_update(bh_keys)

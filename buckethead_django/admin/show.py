@@ -31,8 +31,8 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from .. import runtime
-from ..cache import BLOB_MARK
 from ..cache import NAMESPACE as CACHE_NAMESPACE
+from ..cache_blobs import BLOB_MARK
 from ..engine import (
     BucketSQLite,
     FileInfo,
