@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 import weakref
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from .wal import WalPosition
 REPLICATOR_LOCK = "replicator.lock"
 MEMBERS_LOCK = "members.lock"
 REPLICATOR_FILE = "replicator.json"
-#: The counters of `ReplicatorInfo`: kept when a replicator announces itself, added to by `Host.count`.
+#: The counters of `ReplicatorInfo`: carried on when a replicator announces itself without them.
 COUNTERS = ("flushes", "flush_failures", "uploaded_bytes")
 STATE_FILE = "state.json"
 HOST_FILE = "host.json"
@@ -277,13 +277,6 @@ class Host:
             **{**carried, **health},
         )
         _write_json(self.directory / REPLICATOR_FILE, asdict(info))
-
-    def count(self, **increments: int) -> None:
-        """Add ``increments`` to the host's counters in ``replicator.json`` (only the replicator writes it)."""
-        previous = self.replicator()
-        if previous is not None:
-            counted = {name: getattr(previous, name) + n for name, n in increments.items()}
-            _write_json(self.directory / REPLICATOR_FILE, asdict(replace(previous, **counted)))
 
     def replicator(self) -> ReplicatorInfo | None:
         """The process ``replicator.json`` names (it may have died since; see `ReplicatorInfo.running`)."""

@@ -60,7 +60,7 @@ from .history import (
     point_name,
     retained,
 )
-from .host import Host, HostState, Shipped
+from .host import COUNTERS, Host, HostState, Shipped
 from .interfaces import FileStore
 from .lease import LeaseKeeper
 from .objectstore import Progress
@@ -178,6 +178,8 @@ class Replicator:
         self._path: list[Link] = []
         #: The objects of the links on that path, as written, up to `RECENT_DELTA_BYTES`: what the next merge reads.
         self._recent: dict[str, bytes] = {}
+        #: The host's flush counters as this replicator keeps them (None until its first count; see `_count`).
+        self._counts: dict[str, int] | None = None
         #: Read transactions that keep the WAL from being restarted before it is read (see `wal`).
         self._pins: list[sqlite3.Connection] = []
         self._alone = False
@@ -215,12 +217,19 @@ class Replicator:
             last_upload_at=self.last_upload.at if self.last_upload is not None else None,
             current_snapshot=generation_of(self._current_name()),
             lease_expires_at=self.lease.lease.expires_at if self.lease.lease is not None else None,
+            **(self._counts or {}),
         )
 
     def _count(self, **increments: int) -> None:
-        """Add to the host's flush counters (see `ReplicatorInfo`); a full directory only loses the count."""
-        with contextlib.suppress(OSError):
-            self.host.count(**increments)
+        """Add to the host's flush counters (see `ReplicatorInfo`), written with the next announcement.
+
+        They start from the host's announcement, which carries a previous replicator's counts on.
+        """
+        if self._counts is None:
+            info = self.host.replicator()
+            self._counts = {name: getattr(info, name) if info is not None else 0 for name in COUNTERS}
+        for name, n in increments.items():
+            self._counts[name] += n
 
     # -- taking the role -------------------------------------------------------------------
 
