@@ -70,6 +70,13 @@ DEFAULT_STARTUP_TIMEOUT = 30.0
 #: `WriterConflict`) or "read-only" (serve a read-only copy of the latest snapshot).
 DEFAULT_LEASE_CONFLICT = "exit"
 LEASE_CONFLICT_CHOICES = ("exit", "read-only")
+#: What a host is to its bucket: the one "writer", or a read "replica" that follows what the writer flushes.
+DEFAULT_ROLE = "writer"
+ROLE_CHOICES = ("writer", "replica")
+#: How often a replica looks for the writer's new flushes (None: every flush interval). Two Class B requests a look.
+DEFAULT_REPLICA_POLL_INTERVAL: float | None = None
+#: How far behind the bucket a replica may be before its health check answers "lagging" (503).
+DEFAULT_REPLICA_MAX_LAG = 60.0
 
 # -- maintenance ----------------------------------------------------------------------------
 

@@ -13,6 +13,11 @@ gets; `stop()` leaves, shipping what is unshipped when it is the last.
 A process that may only read (``read_only_reason``, or another host keeping
 the bucket's lease with ``lease_conflict="read-only"``) gets a private copy
 of the latest snapshot instead, and never writes the bucket.
+
+On a read replica's host (``replica=True``) every process reads one file
+that follows the bucket: one of them, the follower (see `follower`), keeps
+it at the writer's newest flush, and the others take the role over when it
+dies. Writes raise `ReadOnlyError`; nothing is ever written to the bucket.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from .config import (
     DEFAULT_LEASE_CONFLICT,
     DEFAULT_LEASE_SECONDS,
     DEFAULT_LEASE_WAIT,
+    DEFAULT_REPLICA_POLL_INTERVAL,
     DEFAULT_STARTUP_TIMEOUT,
     LEASE_CONFLICT_CHOICES,
     BucketConfig,
@@ -60,12 +66,14 @@ from .errors import (
     WriterConflict,
     WriterFenced,
 )
+from .follower import Follower
 from .history import LATEST, LEGACY_LATEST, PRE_RESTORE, History, SnapshotEntry, timestamped_label, validate_label
 from .host import Host, ReplicatorInfo
 from .interfaces import FileStore, KVStore
 from .lease import LeaseKeeper, WriterLease, read_lease
 from .objectstore import ObjectStore, Progress, open_object_store
 from .record import LABELLED, SnapshotRecord
+from .replica_database import ReplicaDatabase
 from .replicator import Callbacks, FlushResult, Replicator
 from .retry import backoff
 
@@ -80,6 +88,10 @@ EXIT_GRACE_SECONDS = 5.0
 #: Where a process looks for the replicator's answer to its flush request, and for its readiness.
 POLL_SECONDS = 0.05
 
+REPLICA = (
+    'BucketHead is a read replica on this host (ROLE = "replica"): it serves what the bucket\'s writer has '
+    "flushed, and refuses writes. Send writes to the writer host's application."
+)
 STOPPING = (
     "BucketHead is stopping in this process and has taken its final snapshot, so this write was refused: "
     "it could not be saved. Retry it once the server is back."
@@ -126,6 +138,8 @@ class BucketSQLite:
         verify_keys: Sequence[bytes] = (),
         local_dir: Path | str | LocalDir | None = None,
         lease_conflict: str = DEFAULT_LEASE_CONFLICT,
+        replica: bool = False,
+        poll_seconds: float | None = DEFAULT_REPLICA_POLL_INTERVAL,
     ) -> None:
         if lease_conflict not in LEASE_CONFLICT_CHOICES:
             raise ValueError(
@@ -139,7 +153,11 @@ class BucketSQLite:
         self.busy_timeout = busy_timeout
         self.kv_max_value_bytes = kv_max_value_bytes
         self.background_flush = background_flush
-        self.read_only_reason = read_only_reason
+        #: A read replica's process: the host's file follows the bucket (see `follower`).
+        self.replica = replica
+        self.read_only_reason = REPLICA if replica and read_only_reason is None else read_only_reason
+        #: How often a replica's follower polls the bucket.
+        self.poll_seconds = self.snapshot_config.interval_seconds if poll_seconds is None else poll_seconds
         self.lease_conflict = lease_conflict
         self.startup_timeout = startup_timeout
         self.signing_key = signing_key
@@ -151,17 +169,21 @@ class BucketSQLite:
             if isinstance(local_dir, LocalDir)
             else choose_local_dir(
                 Path(local_dir) if local_dir is not None else None,
-                identity(config.identity),
+                identity(config.identity, "replica") if replica else identity(config.identity),
                 Path(tempfile.gettempdir()) / "buckethead",
             )
         )
         #: The host's database file.
-        self.database = HostDatabase(self.local.path, busy_timeout=busy_timeout)
+        self.database: HostDatabase = (ReplicaDatabase if replica else HostDatabase)(
+            self.local.path, busy_timeout=busy_timeout
+        )
         self.host = Host(self.local.path)
         self._lease_keeper = LeaseKeeper(self.store, config.key, lease_seconds=lease_seconds, wait_seconds=lease_wait)
         self._callbacks = Callbacks(on_flush_start, on_flush_complete, on_flush_error, on_flush_skipped)
         #: This process as the host's replicator, while it is one.
         self.replicator: Replicator | None = None
+        #: This process as a replica host's follower, while it is one.
+        self.follower: Follower | None = None
         self._view_dir: Path | None = None
         self._view_source: SnapshotRecord | None = None
         self._state_lock = threading.RLock()
@@ -211,13 +233,23 @@ class BucketSQLite:
                 self.replicator.announce()
                 if self.background_flush:
                     self.replicator.start_loop()
-            elif not self.read_only and self.background_flush:
+            elif self.follower is not None:
+                self.host.join()
+                self.follower.announce()
+                if self.background_flush:
+                    self.follower.start_loop()
+            takes_over = not self.read_only or self.replica  # a read-only view has no role to take over
+            if self.replicator is None and self.follower is None and self.background_flush and takes_over:
                 self._takeover = threading.Thread(target=self._takeover_loop, name="buckethead-takeover", daemon=True)
                 self._takeover.start()
         logger.info("BucketSQLite started as %s on %s (%s)", self.role, self.store.describe(), self._origin())
         return self
 
     def _origin(self) -> str:
+        if self.replica:
+            info = self.host.replicator()
+            point = info.current_snapshot if info is not None else None
+            return f"a read replica at {point}" if point else "a read replica of a bucket with no snapshot yet"
         source = self.restored_from
         if source is not None:
             return f"restored snapshot {source.name}, {source.size} bytes"
@@ -251,6 +283,9 @@ class BucketSQLite:
 
     def _attach(self) -> None:
         """Take this process's place on the host: its replicator, or a member once the database is ready."""
+        if self.replica:
+            self._attach_replica()
+            return
         if self.read_only_reason is not None:
             self._attach_view()
             return
@@ -283,6 +318,47 @@ class BucketSQLite:
                     "be stuck restoring from the bucket. See its log; this process did not start."
                 )
             time.sleep(POLL_SECONDS)
+
+    def _attach_replica(self) -> None:
+        """Take this process's place on a replica host: its follower, or a reader once the file is ready."""
+        self.database.prepare()
+        deadline = time.monotonic() + self.startup_timeout + 60.0
+        while True:
+            if self.host.try_become_replicator():
+                self._become_follower(alone=self.host.claim_alone())
+                return
+            info = self.host.replicator()
+            if info is not None and info.ready and info.running and self.host.join():
+                return
+            if time.monotonic() > deadline:
+                who = f"pid {info.pid}" if info is not None else "another process"
+                raise HostNotReady(
+                    f"the replica's follower ({who}) has not made the database in {self.local.path} ready: it may be "
+                    "stuck reading the bucket. See its log; this process did not start."
+                )
+            time.sleep(POLL_SECONDS)
+
+    def _become_follower(self, *, alone: bool) -> Follower:
+        """Play the replica host's follower (the role lock is held); ``alone``: no other process reads the file."""
+        if not isinstance(self.database, ReplicaDatabase):
+            raise TypeError("only a replica engine (replica=True) has a follower")
+        follower = Follower(
+            history=self.history,
+            database=self.database,
+            host=self.host,
+            bucket_id=self.config.identity,
+            verify_keys=self.verify_keys,
+            poll_seconds=self.poll_seconds,
+            prepare=self._make_interface_tables,
+        )
+        try:
+            follower.attach(alone=alone)
+        except BaseException:
+            follower.close()
+            self.host.give_up_replicator()
+            raise
+        self.follower = follower
+        return follower
 
     def _become_replicator(self, *, alone: bool, wait: bool = True) -> Replicator:
         """Play the host's replicator (the lock is held); ``alone``: no other process uses the database."""
@@ -333,6 +409,15 @@ class BucketSQLite:
                 raise CurrentSnapshotCorrupt(damage, None) from None
         self._view_source = source
 
+    def _make_interface_tables(self, path: Path) -> None:
+        """Make the interfaces' tables in the database at ``path``, which no process may write once it is live."""
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            KVStore(conn, max_value_bytes=self.kv_max_value_bytes)
+            FileStore(conn, self.store, prefix=self.config.files_prefix)
+        finally:
+            conn.close()
+
     def _open_interfaces(self) -> None:
         conn, kv_conn, files_conn = (self.database.connect(check_same_thread=False, autocommit=True) for _ in range(3))
         self._connections = [kv_conn, files_conn, conn]
@@ -363,10 +448,17 @@ class BucketSQLite:
         with self._state_lock:
             if self._conn is None:
                 return True  # stopped meanwhile: nothing more to do
-            if self.replicator is not None:
+            if self.replicator is not None or self.follower is not None:
                 return True
             if not self.host.try_become_replicator():
                 return False
+            if self.replica:
+                follower = self._become_follower(alone=False)
+                follower.announce()
+                if start_loop:
+                    follower.start_loop()
+                logger.info("BucketSQLite in pid %d took over as the replica's follower", os.getpid())
+                return True
             replicator = self._become_replicator(alone=False)
             replicator.files = self._files
             replicator.announce()
@@ -435,6 +527,9 @@ class BucketSQLite:
         if self.replicator is not None:
             self.replicator.close()
             self.replicator = None
+        if self.follower is not None:
+            self.follower.close()
+            self.follower = None
         self.host.leave()
         if self._view_dir is not None:
             shutil.rmtree(self._view_dir, ignore_errors=True)
@@ -471,14 +566,18 @@ class BucketSQLite:
 
     @property
     def role(self) -> str:
-        """This process on its host: ``replicator``, ``member`` (another process ships) or ``read-only``."""
+        """This process on its host: ``replicator``, ``member`` (another process ships), ``replica`` (a read
+        replica's process: see `follower`) or ``read-only``."""
+        if self.replica:
+            return "replica"
         if self.read_only:
             return "read-only"
         return "replicator" if self.replicator is not None else "member"
 
     def replicator_info(self) -> ReplicatorInfo | None:
-        """The host's replicator as it announced itself (None for a read-only view, or before any did)."""
-        return None if self.read_only else self.host.replicator()
+        """The host's replicator (a replica's follower) as it announced itself (None for a read-only view, or
+        before any did)."""
+        return None if self.read_only and not self.replica else self.host.replicator()
 
     def __enter__(self) -> BucketSQLite:
         return self.start()
@@ -619,6 +718,18 @@ class BucketSQLite:
         if info is None or info.last_upload_at is None:
             return None
         return FlushResult(uploaded=True, reason="changed", generation=info.current_snapshot, at=info.last_upload_at)
+
+    @property
+    def replica_lag(self) -> float | None:
+        """On a read replica: seconds since its follower last found that the bucket held nothing newer than the
+        host's file (None elsewhere, or before the first look). Writes are seen here about this much later, plus
+        the writer's flush interval."""
+        if not self.replica:
+            return None
+        info = self.host.replicator()
+        if info is None or info.checked_at is None:
+            return None
+        return max(0.0, time.time() - info.checked_at)
 
     @property
     def restored_from(self) -> SnapshotRecord | None:

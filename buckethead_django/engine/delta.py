@@ -183,7 +183,7 @@ ROLLBACK_JOURNAL_FORMAT = b"\x01\x01"
 
 def merge(deltas: Sequence[Delta], *, created_at: float, writer: str, signing_key: bytes | None) -> tuple[bytes, Delta]:
     """``deltas``, a run that follows one another, as one merged delta: the object's bytes, and the delta."""
-    pages, db_pages, shrink_to = _merged_pages(deltas)
+    pages, db_pages, shrink_to = net_effect(deltas)
     first, last = deltas[0], deltas[-1]
     return encode(
         generation=last.header.generation, seq=last.header.seq, created_at=created_at, writer=writer,
@@ -192,7 +192,7 @@ def merge(deltas: Sequence[Delta], *, created_at: float, writer: str, signing_ke
     )  # fmt: skip
 
 
-def _merged_pages(deltas: Sequence[Delta]) -> tuple[dict[int, bytes], int, int]:
+def net_effect(deltas: Sequence[Delta]) -> tuple[dict[int, bytes], int, int]:
     """What applying ``deltas`` in order does: the pages it leaves, the final size and the smallest size."""
     pages: dict[int, bytes] = {}
     db_pages = shrink_to = 0

@@ -16,7 +16,9 @@ both when a process dies, however it dies:
 when the database is ready; ``state.json`` records which generation of the
 bucket the file holds and what it looked like then, so that a new replicator
 (a takeover, or the host's next start) knows whether anything is unshipped.
-Both are written by the replicator only, atomically.
+Both are written by the replicator only, atomically. On a read replica's
+host the replicator's role is the follower's (see `follower`), and
+``follow.json`` records the point of the bucket's history the file holds.
 
 The locks are ``flock`` locks on descriptors opened close-on-exec and closed
 in a forked child, so a server that forks its workers never passes the role
@@ -49,6 +51,8 @@ REPLICATOR_FILE = "replicator.json"
 #: The counters of `ReplicatorInfo`: carried on when a replicator announces itself without them.
 COUNTERS = ("flushes", "flush_failures", "uploaded_bytes")
 STATE_FILE = "state.json"
+#: Where a read replica's follower records the point the file holds.
+FOLLOW_FILE = "follow.json"
 HOST_FILE = "host.json"
 #: Touched by a process that wants the host's changes shipped now; the replicator's loop watches its time.
 FLUSH_REQUEST_FILE = "flush.request"
@@ -134,6 +138,10 @@ class ReplicatorInfo:
     flushes: int = 0
     flush_failures: int = 0
     uploaded_bytes: int = 0
+    #: On a read replica: when the writer flushed the point the file holds, and when the follower last found the
+    #: bucket had nothing newer (Unix times), or None.
+    applied_at: float | None = None
+    checked_at: float | None = None
 
     @property
     def running(self) -> bool:
@@ -295,6 +303,8 @@ class Host:
                 last_upload_at=raw.get("last_upload_at"),
                 current_snapshot=raw.get("current_snapshot"),
                 lease_expires_at=raw.get("lease_expires_at"),
+                applied_at=raw.get("applied_at"),
+                checked_at=raw.get("checked_at"),
                 **{name: int(raw.get(name, 0)) for name in COUNTERS},
             )
         except (KeyError, TypeError, ValueError):
@@ -363,6 +373,13 @@ class Host:
 
     def record(self, state: HostState) -> None:
         _write_json(self.directory / STATE_FILE, state.to_json())
+
+    def following(self) -> dict[str, Any] | None:
+        """What a read replica's follower last recorded of the point the file holds (see `follower`)."""
+        return _read_json(self.directory / FOLLOW_FILE)
+
+    def record_following(self, following: dict[str, Any]) -> None:
+        _write_json(self.directory / FOLLOW_FILE, following)
 
     def token(self) -> str:
         """This host's database's identity: made once with the directory, the same for all its processes."""
