@@ -19,7 +19,7 @@ from django.utils.crypto import salted_hmac
 
 from .engine import BucketConfig, BucketSQLite, SnapshotConfig
 from .engine import config as engine_config
-from .engine.database import LocalDir, choose_local_dir, identity
+from .engine.database import LocalDir, choose_local_dir, host_identity
 
 ENV_PREFIX = "BUCKETHEAD_"
 BACKENDS = ("local", "s3")
@@ -55,6 +55,11 @@ DEFAULTS: dict[str, Any] = {
     "LEASE_WAIT": engine_config.DEFAULT_LEASE_WAIT,
     "STARTUP_TIMEOUT": engine_config.DEFAULT_STARTUP_TIMEOUT,
     "LEASE_CONFLICT": engine_config.DEFAULT_LEASE_CONFLICT,
+    "ROLE": engine_config.DEFAULT_ROLE,
+    "REPLICA_POLL_INTERVAL": engine_config.DEFAULT_REPLICA_POLL_INTERVAL,
+    "REPLICA_MAX_LAG": engine_config.DEFAULT_REPLICA_MAX_LAG,
+    #: On a read replica: the writer host's public address, where `ReplicaWritesMiddleware` sends writes.
+    "WRITER_URL": None,
     "AUTOSTART": None,
     "BUSY_TIMEOUT": engine_config.DEFAULT_BUSY_TIMEOUT,
     "KV_MAX_VALUE_BYTES": engine_config.DEFAULT_KV_MAX_VALUE_BYTES,
@@ -70,7 +75,8 @@ DEFAULTS: dict[str, Any] = {
 _SECRETS = {"SECRET_ACCESS_KEY", "SESSION_TOKEN", "SIGNING_KEY"}
 _POSITIVE = {"FLUSH_INTERVAL", "LEASE_SECONDS", "BUSY_TIMEOUT", "KV_MAX_VALUE_BYTES", "MAX_ATTEMPTS", "CONNECT_TIMEOUT",
              "READ_TIMEOUT", "QUERYSTRING_EXPIRE", "KEEP_SNAPSHOTS", "KEEP_SNAPSHOTS_MAX_AGE", "COMPACT_RATIO",
-             "COMPACT_DELTAS", "KEEP_PRE_RESTORE", "KEEP_EVERY_FLUSH"}  # fmt: skip
+             "COMPACT_DELTAS", "KEEP_PRE_RESTORE", "KEEP_EVERY_FLUSH", "REPLICA_POLL_INTERVAL",
+             "REPLICA_MAX_LAG"}  # fmt: skip
 #: Keys whose None, given in the settings, turns a rule off instead of meaning "the default".
 _NONE_TURNS_OFF = {"KEEP_SNAPSHOTS_MAX_AGE", "KEEP_EVERY_FLUSH"}
 _NOT_NEGATIVE = {"MIN_FLUSH_INTERVAL", "LEASE_WAIT", "STARTUP_TIMEOUT", "KEEP_DAILY"}
@@ -138,6 +144,9 @@ class BucketHeadSettings:
             "startup_timeout": float(self.values["STARTUP_TIMEOUT"]),
             "local_dir": self.local_dir,
             "lease_conflict": self.values["LEASE_CONFLICT"],
+            "replica": self.replica,
+            "poll_seconds": self.values["REPLICA_POLL_INTERVAL"],
+            "max_lag": float(self.values["REPLICA_MAX_LAG"]),
             "signing_key": keys[0] if keys else None,
             "verify_keys": keys[1:],
             **overrides,
@@ -177,6 +186,11 @@ class BucketHeadSettings:
         return [salted_hmac(SIGNING_SALT, "snapshots", secret=s, algorithm="sha256").digest() for s in secrets]
 
     @property
+    def replica(self) -> bool:
+        """True on a read replica's host (``ROLE = "replica"``): it follows the bucket and never writes it."""
+        return bool(self.values["ROLE"] == "replica")
+
+    @property
     def local_path(self) -> Path:
         """The local backend's directory: ``LOCAL_PATH``, else ``<BASE_DIR>/.buckethead``."""
         if self.values["LOCAL_PATH"]:
@@ -191,7 +205,7 @@ class BucketHeadSettings:
         configured = self.values["LOCAL_DIR"]
         return choose_local_dir(
             Path(configured) if configured else None,
-            identity(self.bucket_config().identity),
+            host_identity(self.bucket_config().identity, replica=self.replica),
             _project_dir() / ".buckethead-host",
         )
 
@@ -289,6 +303,7 @@ def _validate(values: dict[str, Any], sources: dict[str, str], problems: list[Pr
                     f"Use a number of seconds, 0 or more (the default is {DEFAULTS[key]!r}).",
                 )
             )
+    _validate_writer_url(values, sources, problems)
     if backend == "s3":
         if not values["BUCKET"]:
             problems.append(
@@ -334,6 +349,18 @@ def _validate(values: dict[str, Any], sources: dict[str, str], problems: list[Pr
             BucketHeadSettings(values, sources).snapshot_config()
         except ValueError as exc:
             problems.append(Problem("E006", f"BUCKETHEAD is not valid: {exc}", "Fix the value the message names."))
+
+
+def _validate_writer_url(values: dict[str, Any], sources: dict[str, str], problems: list[Problem]) -> None:
+    writer_url = values["WRITER_URL"]
+    if writer_url and not str(writer_url).startswith(("http://", "https://")):
+        problems.append(
+            Problem(
+                "E007",
+                f"BUCKETHEAD 'WRITER_URL' is {writer_url!r} (from {sources['WRITER_URL']}): not an http(s) address.",
+                _HINTS["WRITER_URL"],
+            )
+        )
 
 
 def _parse_bool(value: Any) -> bool:
@@ -382,6 +409,8 @@ def _parser(key: str, default: Any) -> Callable[[Any], Any]:
         "KEEP_EVERY_FLUSH": _parse_optional_seconds,
         "HEALTH_DETAILS": _parse_health_details,
         "LEASE_CONFLICT": lambda value: _parse_choice(value, engine_config.LEASE_CONFLICT_CHOICES),
+        "ROLE": lambda value: _parse_choice(value, engine_config.ROLE_CHOICES),
+        "REPLICA_POLL_INTERVAL": _parse_optional_seconds,
         "LOCAL_PATH": Path,
         "LOCAL_DIR": Path,
     }
@@ -440,6 +469,14 @@ _HINTS = {
         "Use 'exit' (a process on a second host stops with WriterConflict) or 'read-only' (it serves a read-only "
         "copy of the latest snapshot)."
     ),
+    "ROLE": (
+        "Use 'writer' (the default: this host's processes read and write the database, and ship it to the bucket) "
+        "or 'replica' (a read replica: it follows what the writer flushes, and refuses writes)."
+    ),
+    "REPLICA_POLL_INTERVAL": (
+        "Use a number of seconds (for example 5), or None ('none' in the environment) to poll every FLUSH_INTERVAL."
+    ),
+    "WRITER_URL": "Use the writer host's public address, for example 'https://www.example.com'.",
     "LOCAL_DIR": "Use the path of a local directory (by default one under /dev/shm, else under the project).",
 }
 

@@ -10,6 +10,11 @@
   so this one will never ship again; it keeps serving from its database,
   but nothing it changes reaches the bucket. Only stopping its processes
   helps.
+- ``lagging`` (a read replica only): its follower has not confirmed for
+  longer than ``REPLICA_MAX_LAG`` that it holds the bucket's newest flush
+  (the bucket is unreachable, or every poll fails). It keeps serving what
+  it has; a load balancer should send its readers elsewhere meanwhile. A
+  failed poll within that time is ``degraded``.
 
 Every process of the host reports the same: the replicator from its memory,
 the others (members) from what the replicator announces in ``LOCAL_DIR``
@@ -24,7 +29,33 @@ from typing import Any
 
 from .engine import BucketSQLite
 
-OK, DEGRADED, FAILING = "ok", "degraded", "failing"
+OK, DEGRADED, FAILING, LAGGING = "ok", "degraded", "failing", "lagging"
+#: The statuses a load balancer should take the host out of rotation for (the health view answers 503).
+UNAVAILABLE = (FAILING, LAGGING)
+
+
+@dataclass(frozen=True)
+class ReplicaHealth:
+    """How a read replica follows the bucket: the point its file holds, and how fresh that is."""
+
+    #: The point of the bucket's history the file holds, or None before the follower's first look.
+    point: str | None
+    #: When the writer flushed that point (Unix time), or None.
+    flushed_at: float | None
+    #: Seconds since the follower last found the bucket held nothing newer, or None before its first look.
+    lag_seconds: float | None
+    #: The lag past which the replica reports `LAGGING`.
+    max_lag_seconds: float
+    poll_seconds: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "point": self.point,
+            "flushed_age_seconds": None if self.flushed_at is None else round(time.time() - self.flushed_at, 3),
+            "lag_seconds": None if self.lag_seconds is None else round(self.lag_seconds, 3),
+            "max_lag_seconds": self.max_lag_seconds,
+            "poll_seconds": self.poll_seconds,
+        }
 
 
 @dataclass(frozen=True)
@@ -48,6 +79,8 @@ class EngineHealth:
     replicator: tuple[str, int] | None = None
     #: Copies of the host's database set aside when the replicator started: ``(path, why)``.
     set_aside: tuple[tuple[str, str], ...] = ()
+    #: On a read replica: how it follows the bucket (see `ReplicaHealth`); None elsewhere.
+    replica: ReplicaHealth | None = None
 
     @property
     def last_good_age_seconds(self) -> float | None:
@@ -66,9 +99,11 @@ class EngineHealth:
             "current_snapshot": self.current_snapshot,
             "last_upload_age_seconds": self.last_upload_age_seconds,
             "last_good_snapshot_age_seconds": self.last_good_age_seconds,
+            "replica_lag_seconds": None if self.replica is None else self.replica.as_json()["lag_seconds"],
             "role": self.role,
             "replicator": None if self.replicator is None else dict(zip(("host", "pid"), self.replicator, strict=True)),
             "set_aside": [{"path": path, "reason": why} for path, why in self.set_aside],
+            "replica": None if self.replica is None else self.replica.as_json(),
         }
 
 
@@ -88,15 +123,20 @@ def engine_health(engine: BucketSQLite) -> EngineHealth:
         current = restored.name
     else:
         current = None
-    if engine.role == "member" and info is not None:
+    if engine.replica and info is not None:
+        current = info.current_snapshot  # the point the replica's file holds, as its follower announced
+    elif engine.role == "member" and info is not None:
         # What the host's replicator announced: the generation it restored or last shipped, and when the host's
         # database last equalled the bucket's copy (state.json), if it has not uploaded since it started.
         current = info.current_snapshot or current
         if last_good_at is None:
             state = engine.host.state()
             last_good_at = state.recorded_at if state is not None and state.generation == current else None
+    replica = _replica_health(engine)
     if fenced is not None:
         status = FAILING
+    elif replica is not None and (replica.lag_seconds is None or replica.lag_seconds > replica.max_lag_seconds):
+        status = LAGGING
     elif error is not None or set_aside:
         status = DEGRADED
     else:
@@ -111,4 +151,18 @@ def engine_health(engine: BucketSQLite) -> EngineHealth:
         role=engine.role,
         replicator=None if info is None else (info.host, info.pid),
         set_aside=set_aside,
+        replica=replica,
+    )
+
+
+def _replica_health(engine: BucketSQLite) -> ReplicaHealth | None:
+    if not engine.replica:
+        return None
+    info = engine.replicator_info()
+    return ReplicaHealth(
+        point=info.current_snapshot if info is not None else None,
+        flushed_at=info.applied_at if info is not None else None,
+        lag_seconds=engine.replica_lag,
+        max_lag_seconds=engine.max_lag,
+        poll_seconds=engine.poll_seconds,
     )

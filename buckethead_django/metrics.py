@@ -35,7 +35,7 @@ from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_safe
 
 from .engine import BucketHeadError, BucketSQLite
-from .health import DEGRADED, FAILING, OK, engine_health
+from .health import DEGRADED, FAILING, LAGGING, OK, engine_health
 from .runtime import get_buckethead
 from .views import shows_health_details
 
@@ -56,7 +56,7 @@ NOT_INSTALLED = (
     "Install the optional extra: pip install 'buckethead-django[metrics]'\n"
 )
 
-STATUSES = (OK, DEGRADED, FAILING)
+STATUSES = (OK, DEGRADED, FAILING, LAGGING)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Gauge:
 
 STATUS = Gauge(
     "buckethead_status",
-    "The host's health status, as the health view says it: 1 for the current one of ok, degraded, failing.",
+    "The host's health status, as the health view says it: 1 for the current one of ok, degraded, failing, lagging.",
     public=True,
 )
 GAUGES = (
@@ -134,6 +134,15 @@ GAUGES = (
     Gauge(
         "buckethead_lease_expires_in_seconds",
         "Seconds until the bucket's writer lease this host holds expires (it is renewed at half its life).",
+    ),
+    Gauge(
+        "buckethead_replica_lag_seconds",
+        "On a read replica: seconds since its follower last found the bucket held nothing newer than what it serves.",
+        public=True,
+    ),
+    Gauge(
+        "buckethead_replica_flushed_timestamp_seconds",
+        "On a read replica: when the writer flushed the point it serves (Unix time).",
     ),
     Gauge("buckethead_database_bytes", "Size of the host's database (pages in use times page size), in bytes."),
     Gauge("buckethead_wal_bytes", "Size of the host's database's write-ahead log file, in bytes."),
@@ -199,6 +208,8 @@ def read_host(engine: BucketSQLite | None) -> tuple[str, dict[str, float | None]
         "buckethead_set_aside_copies": float(len(health.set_aside)),
         "buckethead_wal_bytes": _file_bytes(Path(f"{engine.database.path}-wal")),
         "buckethead_lease_expires_in_seconds": _age(now, info.lease_expires_at) if info and holds else None,
+        "buckethead_replica_lag_seconds": health.replica.lag_seconds if health.replica is not None else None,
+        "buckethead_replica_flushed_timestamp_seconds": health.replica.flushed_at if health.replica else None,
     }
     for counter in COUNTERS:
         values[counter.name] = float(getattr(info, counter.field)) if info is not None else None

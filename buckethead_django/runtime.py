@@ -138,7 +138,24 @@ def _start() -> BucketSQLite:
 
 
 def _log_started(engine: BucketSQLite, current: Decision) -> None:
-    """One line: this process's role on its host (``replicator``, ``member`` or ``read-only``), pid and bucket."""
+    """One line: this process's role on its host (``replicator``, ``member``, ``replica`` or ``read-only``), pid and
+    bucket."""
+    if engine.replica:
+        info = engine.replicator_info()
+        follows = "this process follows the bucket" if engine.follower is not None else "following the bucket"
+        if engine.follower is None and info is not None:
+            follows = f"pid {info.pid} follows the bucket"
+        logger.info(
+            "BucketHead started as replica in pid %d on %s (%s; a read replica: %s every %gs into %s, and refuses "
+            "writes)",
+            os.getpid(),
+            engine.store.describe(),
+            current.reason,
+            follows,
+            engine.poll_seconds,
+            engine.local.path,
+        )
+        return
     if engine.read_only:
         logger.warning(
             "BucketHead started as read-only in pid %d on %s (%s): %s",

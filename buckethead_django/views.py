@@ -16,17 +16,17 @@ from django.views.decorators.http import require_safe
 from . import runtime
 from .conf import get_settings
 from .engine import ObjectNotFound
-from .health import FAILING, engine_health
+from .health import FAILING, UNAVAILABLE, engine_health
 from .runtime import get_buckethead
 from .storage import SignedName, file_grant
 
 #: What anyone may see, for uptime monitors: how the process is doing and how old the bucket's copy of its data is.
-PUBLIC_HEALTH_FIELDS = ("status", "last_upload_age_seconds", "last_good_snapshot_age_seconds")
+PUBLIC_HEALTH_FIELDS = ("status", "last_upload_age_seconds", "last_good_snapshot_age_seconds", "replica_lag_seconds")
 
 
 @require_safe
 def health(request: HttpRequest) -> JsonResponse:
-    """The host's health as JSON, for uptime monitors: ``ok``, ``degraded`` (200) or ``failing`` (503).
+    """The host's health as JSON, for uptime monitors: ``ok``, ``degraded`` (200), ``failing`` or ``lagging`` (503).
 
     Every process of the host answers the same: a member reports what the
     host's replicator announced. ``degraded`` means the last flush failed
@@ -36,7 +36,9 @@ def health(request: HttpRequest) -> JsonResponse:
     changes the bucket does not have). ``failing`` means there is no engine
     (it could not start), or that this host was fenced off: another host
     took the bucket over, so nothing changed here reaches the bucket any
-    more.
+    more. On a read replica, ``replica_lag_seconds`` says how long ago it
+    last found the bucket held nothing newer than what it serves, and
+    ``lagging`` that this is longer than ``REPLICA_MAX_LAG``.
 
     The status and the ages are public. The details (the errors and the
     fence, which name the bucket and its endpoint, the current snapshot, the
@@ -51,6 +53,7 @@ def health(request: HttpRequest) -> JsonResponse:
             "status": FAILING,
             "last_upload_age_seconds": None,
             "last_good_snapshot_age_seconds": None,
+            "replica_lag_seconds": None,
             "role": None,
             "process": str(runtime.role()),
             "pid": os.getpid(),
@@ -76,7 +79,7 @@ def _health_response(request: HttpRequest, body: dict[str, Any]) -> JsonResponse
     """``body``, cut down to the public fields unless the request may see the details; never cached."""
     if not shows_health_details(request):
         body = {field: body[field] for field in PUBLIC_HEALTH_FIELDS}
-    response = JsonResponse(body, status=503 if body["status"] == FAILING else 200)
+    response = JsonResponse(body, status=503 if body["status"] in UNAVAILABLE else 200)
     patch_cache_control(response, no_store=True)
     return response
 

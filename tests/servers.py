@@ -18,8 +18,9 @@ from .moto_server import CREDENTIALS, free_port
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example_project"
 BIN = Path(sys.executable).parent
-#: A process attached to its host's database: as the host's replicator, a member, or a read-only view.
-STARTED_LINE = re.compile(r"BucketHead started as (replicator|member|read-only) in pid (\d+)")
+#: A process attached to its host's database: as the host's replicator, a member, a read-only view, or a process of
+#: a read replica's host.
+STARTED_LINE = re.compile(r"BucketHead started as (replicator|member|read-only|replica) in pid (\d+)")
 #: The host's replicator made its final flush.
 STOPPED_LINE = re.compile(r"BucketHead stopped in pid (\d+) after its final flush")
 #: A member left the host's database; the replicator ships.

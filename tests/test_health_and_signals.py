@@ -31,7 +31,7 @@ from .moto_server import CREDENTIALS, MotoServer, free_port
 from .snapshots import KEY
 
 HEALTH = "/buckethead/health/"
-PUBLIC_FIELDS = {"status", "last_upload_age_seconds", "last_good_snapshot_age_seconds"}
+PUBLIC_FIELDS = {"status", "last_upload_age_seconds", "last_good_snapshot_age_seconds", "replica_lag_seconds"}
 
 
 @pytest.fixture
@@ -397,6 +397,7 @@ def test_an_engine_that_cannot_start_is_failing_without_saying_where_to_anyone(
         "status": "failing",
         "last_upload_age_seconds": None,
         "last_good_snapshot_age_seconds": None,
+        "replica_lag_seconds": None,
     }
     assert "private-media-bucket" not in anonymous.content.decode()
     assert endpoint.removeprefix("http://") not in anonymous.content.decode()

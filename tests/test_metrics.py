@@ -32,6 +32,7 @@ PUBLIC = {
     "buckethead_last_upload_age_seconds",
     "buckethead_last_good_snapshot_timestamp_seconds",
     "buckethead_last_good_snapshot_age_seconds",
+    "buckethead_replica_lag_seconds",
     "buckethead_metrics_details",
 }
 #: What every process of a host must report alike (the ages and the lag are read at slightly different instants).

@@ -278,3 +278,30 @@ def test_how_long_every_flush_stays_a_point_is_set_in_seconds_or_turned_off(sett
     (problem,) = get_settings({}).problems
     assert "'KEEP_EVERY_FLUSH' has the value 'an hour'" in problem.msg
     assert "3600 for an hour" in problem.hint
+
+
+def test_a_read_replica_is_configured_by_role_and_gets_a_directory_of_its_own() -> None:
+    writer = get_settings({})
+    replica = get_settings({"BUCKETHEAD_ROLE": "replica", "BUCKETHEAD_REPLICA_POLL_INTERVAL": "2"})
+    assert replica.problems == []
+    assert (writer.replica, replica.replica) == (False, True)
+    assert replica.local_dir.path != writer.local_dir.path, "a writer and a replica may share a machine"
+    engine = replica.engine()
+    assert (engine.replica, engine.read_only, engine.poll_seconds) == (True, True, 2.0)
+    assert engine.local.path == replica.local_dir.path
+    assert get_settings({"BUCKETHEAD_ROLE": "replica"}).engine().poll_seconds == writer["FLUSH_INTERVAL"]
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "hint"),
+    [
+        ({"BUCKETHEAD_ROLE": "reader"}, "ROLE", "'replica'"),
+        ({"BUCKETHEAD_REPLICA_POLL_INTERVAL": "soon"}, "REPLICA_POLL_INTERVAL", "every FLUSH_INTERVAL"),
+        ({"BUCKETHEAD_REPLICA_MAX_LAG": "0"}, "REPLICA_MAX_LAG", "positive"),
+        ({"BUCKETHEAD_WRITER_URL": "www.example.com"}, "WRITER_URL", "public address"),
+    ],
+)
+def test_replica_settings_that_make_no_sense_are_refused_with_a_hint(env: dict[str, str], key: str, hint: str) -> None:
+    problems = get_settings(env).errors
+    assert [p.msg for p in problems if key in p.msg], problems
+    assert any(hint in p.hint for p in problems), problems

@@ -12,7 +12,12 @@ things differ from the sqlite3 backend:
 - Transactions begin with ``BEGIN IMMEDIATE`` (unless ``OPTIONS``
   ``transaction_mode`` says otherwise): several processes write this file,
   and a transaction that read first and then writes would fail with
-  "database is locked" instead of waiting its turn.
+  "database is locked" instead of waiting its turn. On a read replica
+  (``ROLE = "replica"``), where no process writes, they begin deferred,
+  so that readers never queue for a write lock.
+- A write in a process that may only read (a read replica, a read-only
+  view) raises `ReadOnlyError`, which says why and what to do, instead of
+  SQLite's "attempt to write a readonly database".
 - Django's test runner gets its usual throwaway SQLite test database, never
   the engine's: the test runner sets ``NAME`` to it, and a ``NAME`` is used
   as it is.
@@ -20,13 +25,15 @@ things differ from the sqlite3 backend:
 
 from __future__ import annotations
 
-from typing import Any
+import sqlite3
+from typing import Any, NoReturn
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.sqlite3 import base as sqlite3_base
 from django.db.backends.sqlite3.client import DatabaseClient as SQLiteClient
 
 from .. import runtime
+from ..engine import ReadOnlyError
 from ..engine.database import HostDatabase
 
 
@@ -42,11 +49,38 @@ class DatabaseClient(SQLiteClient):
 TRANSACTION_MODES = ("DEFERRED", "EXCLUSIVE", "IMMEDIATE")
 
 
+class ReadOnlyCursor(sqlite3_base.SQLiteCursorWrapper):
+    """Django's cursor, raising `ReadOnlyError` with the engine's reason when SQLite refuses a write."""
+
+    reason = ""
+
+    def execute(self, query: str, params: Any = None) -> Any:
+        try:
+            return super().execute(query, params)
+        except sqlite3.OperationalError as exc:
+            self._refuse(exc)
+
+    def executemany(self, query: str, param_list: Any) -> Any:
+        try:
+            return super().executemany(query, param_list)
+        except sqlite3.OperationalError as exc:
+            self._refuse(exc)
+
+    def _refuse(self, exc: sqlite3.OperationalError) -> NoReturn:
+        if str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_READONLY"):
+            raise ReadOnlyError(self.reason) from exc
+        raise exc
+
+
 class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
     display_name = "BucketHead (SQLite)"
     client_class = DatabaseClient
-    #: Whether this process may only read (a process on a host that is not the bucket's writer).
+    #: Whether this process may only read (a read replica, or a process on a host that is not the bucket's writer).
     read_only = False
+    #: Why, when it may only read.
+    read_only_reason = ""
+    #: The host's database, once a connection was opened on it (None: the test runner's database).
+    host_database: HostDatabase | None = None
 
     def get_connection_params(self) -> dict[str, Any]:
         if self.settings_dict["NAME"]:
@@ -54,7 +88,8 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
         engine = runtime.get_buckethead()
         declared = self.settings_dict
         options = dict(declared.get("OPTIONS") or {})
-        mode = options.pop("transaction_mode", "IMMEDIATE")
+        # Nothing but the follower writes a replica's file: an IMMEDIATE transaction would queue readers for nothing.
+        mode = options.pop("transaction_mode", "DEFERRED" if engine.replica else "IMMEDIATE")
         if mode is not None and str(mode).upper() not in TRANSACTION_MODES:
             raise ImproperlyConfigured(
                 f"settings.DATABASES[{self.alias!r}]['OPTIONS']['transaction_mode'] is {mode!r}: use one of "
@@ -67,16 +102,25 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
         finally:
             self.settings_dict = declared
         self.transaction_mode = str(mode).upper() if mode else None
-        params["database"] = f"file:{engine.database.path}?mode=rw"
+        params["database"] = f"file:{engine.database.path}?mode={'ro' if engine.replica else 'rw'}"
         params.setdefault("timeout", engine.busy_timeout)
         self.read_only = engine.read_only
+        self.read_only_reason = engine.read_only_reason or ""
+        self.host_database = engine.database
         return params
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         conn = super().get_new_connection(conn_params)
-        if not self.settings_dict["NAME"]:
-            HostDatabase.configure(conn, read_only=self.read_only)
+        if not self.settings_dict["NAME"] and self.host_database is not None:
+            self.host_database.configure(conn, read_only=self.read_only)
         return conn
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        if not self.read_only:
+            return super().create_cursor(name)
+        cursor = self.connection.cursor(factory=ReadOnlyCursor)
+        cursor.reason = self.read_only_reason
+        return cursor
 
     def _start_transaction_under_autocommit(self) -> None:
         """``BEGIN IMMEDIATE`` by default (see the module's docstring); Django 4.2 reads no ``transaction_mode``."""

@@ -43,13 +43,14 @@ from .config import (
     DEFAULT_LEASE_CONFLICT,
     DEFAULT_LEASE_SECONDS,
     DEFAULT_LEASE_WAIT,
+    DEFAULT_REPLICA_MAX_LAG,
     DEFAULT_REPLICA_POLL_INTERVAL,
     DEFAULT_STARTUP_TIMEOUT,
     LEASE_CONFLICT_CHOICES,
     BucketConfig,
     SnapshotConfig,
 )
-from .database import HostDatabase, LocalDir, choose_local_dir, identity, temporary_copy_path
+from .database import HostDatabase, LocalDir, choose_local_dir, host_identity, temporary_copy_path
 from .errors import (
     BucketHeadError,
     BucketMisconfigured,
@@ -140,6 +141,7 @@ class BucketSQLite:
         lease_conflict: str = DEFAULT_LEASE_CONFLICT,
         replica: bool = False,
         poll_seconds: float | None = DEFAULT_REPLICA_POLL_INTERVAL,
+        max_lag: float = DEFAULT_REPLICA_MAX_LAG,
     ) -> None:
         if lease_conflict not in LEASE_CONFLICT_CHOICES:
             raise ValueError(
@@ -158,6 +160,8 @@ class BucketSQLite:
         self.read_only_reason = REPLICA if replica and read_only_reason is None else read_only_reason
         #: How often a replica's follower polls the bucket.
         self.poll_seconds = self.snapshot_config.interval_seconds if poll_seconds is None else poll_seconds
+        #: How far behind the bucket a replica may fall before its health says it lags.
+        self.max_lag = max_lag
         self.lease_conflict = lease_conflict
         self.startup_timeout = startup_timeout
         self.signing_key = signing_key
@@ -169,7 +173,7 @@ class BucketSQLite:
             if isinstance(local_dir, LocalDir)
             else choose_local_dir(
                 Path(local_dir) if local_dir is not None else None,
-                identity(config.identity, "replica") if replica else identity(config.identity),
+                host_identity(config.identity, replica=replica),
                 Path(tempfile.gettempdir()) / "buckethead",
             )
         )

@@ -85,6 +85,12 @@ def identity(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:16]
 
 
+def host_identity(bucket: str, *, replica: bool = False) -> str:
+    """The name of the host database's directory for the bucket ``bucket`` (its `BucketConfig.identity`): a read
+    replica's differs from the writer's, so that both can run on one machine."""
+    return identity(bucket, "replica") if replica else identity(bucket)
+
+
 def choose_local_dir(configured: Path | None, name: str, fallback: Path) -> LocalDir:
     """The host database's directory: ``configured``, else ``/dev/shm/buckethead-<name>`` if it has room, else
     ``fallback/<name>``."""

@@ -145,7 +145,9 @@ class Follower:
         )
         if not usable:
             self.following = None
+        started = self.clock()
         self._sync(alone=alone)
+        self.checked_at = started
 
     # -- polling ------------------------------------------------------------------------------
 

@@ -174,7 +174,9 @@ class ReplicaDatabase(HostDatabase):
         """The follower's lock connection and raw descriptor, opened once and kept: closing a descriptor of the
         file would drop every POSIX lock this process's SQLite connections hold on it."""
         if self._lock_conn is None or self._fd is None:
-            self._lock_conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
+            self._lock_conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
+            )
             self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         return self._lock_conn, self._fd
 

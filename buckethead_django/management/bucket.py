@@ -118,7 +118,7 @@ class Bucket:
         This process's engine when it is attached to the host; otherwise one
         that is built with the project's settings but never started.
         """
-        if self.own is not None and not self.own.read_only:
+        if self.own is not None and (not self.own.read_only or self.own.replica):
             return self.own
         return self.stopped_writer()
 
@@ -232,15 +232,20 @@ class Bucket:
 
     # -- reading -----------------------------------------------------------------------
 
+    @property
+    def replica(self) -> bool:
+        """True on a read replica's host (``ROLE = "replica"``): its database follows the bucket."""
+        return self.own.replica if self.own is not None else self._project_settings().replica
+
     def reader(self) -> BucketSQLite:
-        """The engine to read from: the host's live database, or a read-only copy of the latest snapshot while
-        a writer on another host holds the bucket."""
+        """The engine to read from: the host's live database (a replica's, which follows the bucket), or a
+        read-only copy of the latest snapshot while a writer on another host holds the bucket."""
         if self.own is not None:
             return self.own
         if self._view is not None:
             return self._view
         lease = self.other_host_writer()
-        if lease is None:
+        if lease is None or self.replica:
             return self.attach()
         reason = (
             f"a live writer on another host holds {self.describe()} ({lease.holder}): this command reads a copy "

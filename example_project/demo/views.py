@@ -7,6 +7,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import cache_page
 
+from buckethead_django.engine import ReadOnlyError
+
 from .forms import DocumentForm
 from .models import Document
 
@@ -20,8 +22,11 @@ def index(request: HttpRequest) -> HttpResponse:
             return redirect("index")
     else:
         form = DocumentForm()
-    cache.add("visits", 0, timeout=None)
-    visits = cache.incr("visits")
+    try:
+        cache.add("visits", 0, timeout=None)
+        visits = cache.incr("visits")
+    except ReadOnlyError:  # a read replica (BUCKETHEAD_ROLE=replica) shows the count; the writer host counts
+        visits = cache.get("visits", 0)
     return render(request, "demo/index.html", {"visits": visits, "form": form, "documents": Document.objects.all()})
 
 

@@ -35,6 +35,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # On a read replica (BUCKETHEAD_ROLE=replica), writes go to BUCKETHEAD_WRITER_URL (307) or get a clear 503.
+    "buckethead_django.middleware.ReplicaWritesMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -71,7 +71,15 @@ class Subcommand:
     def _reader(self, options: Options) -> BucketSQLite:
         """The engine to read from, with a note saying how old its data is when it is not the live state."""
         engine = self._bucket().reader()
-        if engine.read_only:
+        if engine.replica:
+            lag = engine.replica_lag
+            self._note(
+                options,
+                "On a read replica: as of the writer's last flush it has followed"
+                + ("" if lag is None else f" (it last found nothing newer in the bucket {lag:.0f}s ago)")
+                + "; changes the writer has not flushed yet are not shown.",
+            )
+        elif engine.read_only:
             if engine.restored_from is None:
                 self._note(options, "The bucket holds no snapshot yet: there is nothing to show.")
             else:

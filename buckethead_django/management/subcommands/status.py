@@ -12,7 +12,7 @@ from ...engine import BucketHeadError, BucketSQLite, SnapshotConfig, SnapshotEnt
 from ...engine.database import LocalDir
 from ...engine.host import ReplicatorInfo
 from ...engine.record import LEGACY
-from ...health import DEGRADED, EngineHealth, engine_health
+from ...health import DEGRADED, LAGGING, EngineHealth, ReplicaHealth, engine_health
 from .. import display
 from ..bucket import Bucket, database_path, holder
 from .base import Options, Subcommand, SubparsersAction, add_parser
@@ -50,7 +50,7 @@ class Status(Subcommand):
         decision = runtime.decision()
         attached = engine is not None and not engine.read_only
         stats = engine.stats() if engine is not None else None
-        health = engine_health(engine) if attached else None
+        health = engine_health(engine) if engine is not None and (attached or engine.replica) else None
         data = {
             "backend": "local" if config.is_local else "s3",
             "location": bucket.describe(),
@@ -91,6 +91,7 @@ class Status(Subcommand):
             },
             "database": stats,
         }
+        this_process = _is_replicator(engine)
         lines = [
             ("Backend", data["backend"]),
             ("Bucket", bucket.describe() + (f" (region {config.region})" if config.region else "")),
@@ -99,8 +100,10 @@ class Status(Subcommand):
             *_latest_lines(latest, unreadable),
             ("Generations", _retention_line(kept, retention)),
             ("Writer", _writer_line(bucket, lease, expired)),
-            ("Replicator", _replicator_line(info, this_process=_is_replicator(engine))),
+            ("Follower" if bucket.replica else "Replicator", _replicator_line(info, this_process=this_process)),
         ]
+        if health is not None and health.replica is not None:
+            lines.append(("Read replica", _replica_line(health.replica)))
         if health is not None:
             lines.append(("Health", _health_line(health)))
         lines.append(("This process", _process_line(engine, detached, decision.reason if decision else None)))
@@ -129,7 +132,7 @@ class Status(Subcommand):
         writer host and nothing is attached; a bucket no engine can start on
         (its current snapshot fails verification) is reported, not raised.
         """
-        lease = bucket.other_host_writer()
+        lease = None if bucket.replica else bucket.other_host_writer()
         if lease is not None:
             return None, (
                 f"a live writer on another host holds the bucket ({lease.holder}): changes from this host are "
@@ -173,6 +176,12 @@ def _retention_line(kept: int, config: SnapshotConfig) -> str:
 def _health_line(health: EngineHealth) -> str:
     if health.fenced is not None:
         return f"FENCED: {health.fenced}"
+    if health.status == LAGGING and health.replica is not None:
+        error = f" (its last poll failed: {health.last_error})" if health.last_error else ""
+        return (
+            f"lagging: the follower has not found the bucket's newest flush for more than "
+            f"{display.duration(health.replica.max_lag_seconds)}{error}; it serves what it has"
+        )
     if health.status == DEGRADED:
         age = (
             f"the bucket's copy is from {display.relative(health.last_good_at)}"
@@ -207,8 +216,19 @@ def _writer_line(bucket: Bucket, lease: WriterLease | None, expired: WriterLease
     return line
 
 
+def _replica_line(replica: ReplicaHealth) -> str:
+    if replica.point is None or replica.lag_seconds is None:
+        return f"following the bucket, every {display.duration(replica.poll_seconds)}; no look at it yet"
+    flushed = "" if replica.flushed_at is None else f", flushed by the writer {display.relative(replica.flushed_at)}"
+    return (
+        f"holds {replica.point}{flushed}; lag {replica.lag_seconds:.1f}s (the follower looks every "
+        f"{display.duration(replica.poll_seconds)}; past {display.duration(replica.max_lag_seconds)} the health "
+        "check answers lagging)"
+    )
+
+
 def _is_replicator(engine: BucketSQLite | None) -> bool:
-    return engine is not None and engine.role == "replicator"
+    return engine is not None and (engine.role == "replicator" or engine.follower is not None)
 
 
 def _replicator_data(info: ReplicatorInfo, *, this_process: bool) -> dict[str, Any]:
@@ -245,6 +265,7 @@ def _process_line(engine: BucketSQLite | None, detached: str | None, reason: str
         "database until it exits",
         "member": "it shares the host's database; the replicator ships what it changes",
         "read-only": "it reads a copy of the latest snapshot and changes nothing",
+        "replica": "it reads the host's copy, which follows what the writer flushes; writes are refused",
     }[role]
     return f"pid {os.getpid()}, {role}{how}: {what}"
 
