@@ -145,3 +145,21 @@ def test_an_idle_adoption_changes_no_existing_object(adopted_store: ObjectStore,
     after = {o.key: o.etag for o in iter_objects(adopted_store)}
     assert {k: after.get(k) for k in before} == before
     assert set(after) - set(before) == {"bucketsqlite/snap.db.current"}, "only the writer's claim, no snapshot"
+
+
+def test_a_read_replica_serves_a_041_bucket_and_follows_the_writer_that_adopts_it(
+    adopted_store: ObjectStore, make_engine: EngineFactory, fixture_dir: Path
+) -> None:
+    before = {o.key: o.etag for o in iter_objects(adopted_store)}
+    replica = make_engine(replica=True).start()
+    entries = expected_kv(fixture_dir)
+    for key, value in entries:
+        assert replica.kv.get_bytes(key) == value, key
+    assert {o.key: o.etag for o in iter_objects(adopted_store)} == before, "a replica writes nothing"
+    with make_engine() as writer:  # adopts the bucket: its first flush is a generation of its own
+        writer.kv.set("adopted", "yes")
+        writer.force_flush()
+        assert replica.follower is not None
+        replica.follower.poll()
+        assert replica.kv.get("adopted") == "yes"
+        assert len(replica.kv) == len(entries) + 1
