@@ -255,3 +255,24 @@ def test_replica_flush_interval_is_the_default_poll(make_engine: EngineFactory) 
     replica = make_engine(snapshot=SnapshotConfig(interval_seconds=7, min_interval_seconds=0), replica=True)
     assert replica.poll_seconds == 7
     assert make_engine(replica=True, poll_seconds=0.5).poll_seconds == 0.5
+
+
+def test_a_replica_whose_deltas_were_thinned_away_meanwhile_loads_the_newest_point(
+    make_engine: EngineFactory, tmp_path: Path
+) -> None:
+    # Every plain delta a merged one stands for is deleted at once: a point inside a run of 16 has no way forward.
+    snapshot = SnapshotConfig(min_interval_seconds=0, keep_every_flush_seconds=0.001)
+    writer = make_engine(snapshot=snapshot).start()
+    write(writer, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    writer.force_flush()
+    for i in range(5):
+        write(writer, "INSERT INTO notes (body) VALUES (?)", str(i))
+        writer.force_flush()
+    host = tmp_path / "replica-host"
+    make_engine(replica=True, local_dir=host).start().stop()  # it stands at point 5, inside the first run
+    for i in range(5, 40):
+        write(writer, "INSERT INTO notes (body) VALUES (?)", str(i))
+        writer.force_flush()
+    assert writer.history.store.head(writer.history.delta_key(writer.history.current().record.name, 6)) is None  # type: ignore[union-attr]
+    replica = make_engine(replica=True, local_dir=host).start()
+    assert notes(replica.connect()) == [str(i) for i in range(40)]

@@ -233,11 +233,13 @@ class Follower:
         if before is not None and before.generation == record.name and before.seq <= end:
             if before.seq == end:
                 return 0
-            route = chains.path(links, end, start=before.seq)
-            deltas = self.history.read_links(record, route, keys=self.verify_keys)
-            if deltas and deltas[0].header.parent != before.tip:
-                raise SnapshotCorrupt(route[0].key, "it does not follow the point the replica holds")
-            return self._apply(record, deltas)
+            route = _route(links, end, start=before.seq)
+            if route is not None:
+                deltas = self.history.read_links(record, route, keys=self.verify_keys)
+                if deltas and deltas[0].header.parent != before.tip:
+                    raise SnapshotCorrupt(route[0].key, "it does not follow the point the replica holds")
+                return self._apply(record, deltas)
+            # The deltas after the file's point were thinned away (it stood inside a merged run): load the point.
         with tempfile.TemporaryDirectory(prefix="buckethead-follow-") as tmp:
             image = Path(tmp) / "point.sqlite3"
             head = self.history.fetch(record, image, keys=self.verify_keys, deltas=end, links=links)
@@ -327,6 +329,15 @@ class Follower:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         self.database.close_writer()
+
+
+def _route(links: Sequence[Link], end: int, *, start: int) -> list[Link] | None:
+    """The fewest links from point ``start`` to ``end`` (see `chain.path`), or None when the bucket no longer
+    holds a way from there."""
+    try:
+        return chains.path(links, end, start=start)
+    except KeyError:
+        return None
 
 
 def _empty_database(path: Path) -> None:
