@@ -323,7 +323,11 @@ os.register_at_fork(after_in_child=_forget_inherited_engine)
 
 @contextlib.contextmanager
 def use_engine(engine: BucketSQLite) -> Iterator[BucketSQLite]:
-    """Make ``engine`` the process's engine for the duration of the block (tests)."""
+    """Make ``engine`` the process's engine for the duration of the block.
+
+    Tests use it, and so does ``buckethead export``, which reads a private copy of the latest snapshot through
+    Django's own connection, caches and storage.
+    """
     global _engine  # noqa: PLW0603
     with _lock:
         previous, _engine = _engine, engine
