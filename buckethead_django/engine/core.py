@@ -286,31 +286,26 @@ class BucketSQLite:
                 time.sleep(delay)
 
     def _attach(self) -> None:
-        """Take this process's place on the host: its replicator, or a member once the database is ready."""
+        """Take this process's place on the host: its replicator (a replica's follower), or a member once the
+        database is ready."""
         if self.replica:
-            self._attach_replica()
+            self.database.prepare()
+            self._join_host(lambda: self._become_follower(alone=self.host.claim_alone()), self.startup_timeout)
             return
         if self.read_only_reason is not None:
             self._attach_view()
             return
         self.database.prepare()
         self._lease_keeper.host_token = self.host.token()
-        deadline = time.monotonic() + self.startup_timeout + self.lease_wait + 60.0
+        self._join_host(self._become_writer, self.startup_timeout + self.lease_wait)
+
+    def _join_host(self, become: Callable[[], object], patience: float) -> None:
+        """``become`` the host's replicator (a replica's follower) if the role is free, else join the host as soon
+        as the process holding the role has made the database ready."""
+        deadline = time.monotonic() + patience + 60.0
         while True:
             if self.host.try_become_replicator():
-                # Another process of the host waited for the lease in vain just now: look once, do not wait again.
-                waited = self.host.recent_conflict(within=self.lease_wait + TAKEOVER_SECONDS) is not None
-                try:
-                    self._become_replicator(alone=self.host.claim_alone(), wait=not waited)
-                except WriterConflict as conflict:
-                    self.host.record_conflict(str(conflict))
-                    if self.lease_conflict != "read-only":
-                        raise
-                    self.read_only_reason = (
-                        f"BucketHead is read-only on this host: {conflict} This process serves a copy of the "
-                        "latest snapshot, and its writes are refused."
-                    )
-                    self._attach_view()
+                become()
                 return
             info = self.host.replicator()
             if info is not None and info.ready and info.running and self.host.join():
@@ -318,29 +313,28 @@ class BucketSQLite:
             if time.monotonic() > deadline:
                 who = f"pid {info.pid}" if info is not None else "another process"
                 raise HostNotReady(
-                    f"the host's replicator ({who}) has not made the database in {self.local.path} ready: it may "
-                    "be stuck restoring from the bucket. See its log; this process did not start."
+                    f"the host's {'follower' if self.replica else 'replicator'} ({who}) has not made the database "
+                    f"in {self.local.path} ready: it may be stuck restoring from the bucket. See its log; this "
+                    "process did not start."
                 )
             time.sleep(POLL_SECONDS)
 
-    def _attach_replica(self) -> None:
-        """Take this process's place on a replica host: its follower, or a reader once the file is ready."""
-        self.database.prepare()
-        deadline = time.monotonic() + self.startup_timeout + 60.0
-        while True:
-            if self.host.try_become_replicator():
-                self._become_follower(alone=self.host.claim_alone())
-                return
-            info = self.host.replicator()
-            if info is not None and info.ready and info.running and self.host.join():
-                return
-            if time.monotonic() > deadline:
-                who = f"pid {info.pid}" if info is not None else "another process"
-                raise HostNotReady(
-                    f"the replica's follower ({who}) has not made the database in {self.local.path} ready: it may be "
-                    "stuck reading the bucket. See its log; this process did not start."
-                )
-            time.sleep(POLL_SECONDS)
+    def _become_writer(self) -> None:
+        """Play the writer host's replicator, or with ``lease_conflict="read-only"`` a read-only view when another
+        host keeps the bucket's lease."""
+        # Another process of the host waited for the lease in vain just now: look once, do not wait again.
+        waited = self.host.recent_conflict(within=self.lease_wait + TAKEOVER_SECONDS) is not None
+        try:
+            self._become_replicator(alone=self.host.claim_alone(), wait=not waited)
+        except WriterConflict as conflict:
+            self.host.record_conflict(str(conflict))
+            if self.lease_conflict != "read-only":
+                raise
+            self.read_only_reason = (
+                f"BucketHead is read-only on this host: {conflict} This process serves a copy of the "
+                "latest snapshot, and its writes are refused."
+            )
+            self._attach_view()
 
     def _become_follower(self, *, alone: bool) -> Follower:
         """Play the replica host's follower (the role lock is held); ``alone``: no other process reads the file."""
