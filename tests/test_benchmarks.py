@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from .postgres_server import postgres_bin
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: The docs' commands (docs/performance.md), with small sizes, and a line each prints once it has compared.
@@ -27,13 +29,24 @@ COMMANDS = {
     "engine": (["--size-mb", "2"], "Python dict"),
     "pragmas": (["--rows", "500", "--reads", "500", "--rounds", "1"], "rollback journal"),
     "snapshots": (["--quick", "--only", "ours"], "A simulated 0.25 h of steady writes"),
+    "replica": (["--quick", "--only", "ours"], "ours: catch-up / fresh restore"),
+    "export": (["--quick"], "rows, dumpdata + loaddata"),
 }  # fmt: skip
+
+
+def missing_server(script: str) -> str | None:
+    """Why the script's peers cannot run here: the servers it starts, from Debian's packages."""
+    if script in ("cache", "export") and shutil.which("redis-server") is None:
+        return f"benchmarks/{script}.py compares with redis-server, which is not installed"
+    if script == "export" and postgres_bin() is None:
+        return "benchmarks/export.py exports into PostgreSQL, which is not installed"
+    return None
 
 
 @pytest.mark.parametrize("script", list(COMMANDS))
 def test_the_documented_benchmark_runs_at_a_small_size(script: str) -> None:
-    if script == "cache" and shutil.which("redis-server") is None:
-        reason = "benchmarks/cache.py compares with redis-server, which is not installed"
+    reason = missing_server(script)
+    if reason is not None:
         if os.environ.get("CI"):
             pytest.fail(f"{reason} (CI is set, so every benchmark must run)")
         pytest.skip(reason)

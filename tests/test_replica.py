@@ -9,13 +9,16 @@ says exactly when the replica looks.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from buckethead_django.engine import BucketSQLite, ReadOnlyError, SnapshotConfig
+from buckethead_django.engine.database import SHM_ROOT
 from buckethead_django.engine.follower import PROBE_LIMIT
 from buckethead_django.engine.replica_database import ReplicaDatabase
 
@@ -276,3 +279,20 @@ def test_a_replica_whose_deltas_were_thinned_away_meanwhile_loads_the_newest_poi
     assert writer.history.store.head(writer.history.delta_key(writer.history.current().record.name, 6)) is None  # type: ignore[union-attr]
     replica = make_engine(replica=True, local_dir=host).start()
     assert notes(replica.connect()) == [str(i) for i in range(40)]
+
+
+@pytest.mark.skipif(not SHM_ROOT.is_dir(), reason="needs a RAM-backed /dev/shm beside the temporary directory")
+def test_a_replica_in_dev_shm_starts_while_the_temporary_directory_is_on_another_filesystem(
+    make_engine: EngineFactory,
+) -> None:
+    writer = writer_with_notes(make_engine, "first")
+    host = Path(tempfile.mkdtemp(prefix="bh-test-replica-", dir=SHM_ROOT))  # the default LOCAL_DIR's filesystem
+    try:
+        replica = make_engine(replica=True, local_dir=host, startup_timeout=1).start()
+        assert notes(replica.connect()) == ["first"]
+        writer.restore(writer.history.find("latest").name)  # a new generation: loaded beside the file too
+        poll(replica)
+        assert notes(replica.connect()) == ["first"]
+        replica.stop()
+    finally:
+        shutil.rmtree(host, ignore_errors=True)

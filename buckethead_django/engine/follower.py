@@ -32,7 +32,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -240,8 +240,7 @@ class Follower:
                     raise SnapshotCorrupt(route[0].key, "it does not follow the point the replica holds")
                 return self._apply(record, deltas)
             # The deltas after the file's point were thinned away (it stood inside a merged run): load the point.
-        with tempfile.TemporaryDirectory(prefix="buckethead-follow-") as tmp:
-            image = Path(tmp) / "point.sqlite3"
+        with self._building() as image:
             head = self.history.fetch(record, image, keys=self.verify_keys, deltas=end, links=links)
             at = record.created_at if head.seq == 0 else next(at for seq, at in chains.points(links) if seq == head.seq)
             self._load(image, alone=alone)
@@ -255,8 +254,7 @@ class Follower:
         before = self.following
         if before is not None and before.generation is None and before.source == source:
             return 0
-        with tempfile.TemporaryDirectory(prefix="buckethead-follow-") as tmp:
-            image = Path(tmp) / "point.sqlite3"
+        with self._building() as image:
             if legacy is not None:
                 self.history.fetch(legacy, image, keys=self.verify_keys)
             else:
@@ -267,6 +265,14 @@ class Follower:
         at = legacy.created_at if legacy is not None else 0.0
         self._record(Following(self.bucket_id, None, 0, "", at, source=source))
         return 1
+
+    @contextlib.contextmanager
+    def _building(self) -> Iterator[Path]:
+        """A path for the image of a point, beside the file (so on its filesystem: it may be renamed into place),
+        removed afterwards."""
+        self.database.prepare()
+        with tempfile.TemporaryDirectory(prefix=".follow-", dir=self.database.directory) as tmp:
+            yield Path(tmp) / "point.sqlite3"
 
     def _load(self, image: Path, *, alone: bool) -> None:
         """Make the file the verified database ``image``: renamed into place when no process has the file open,
