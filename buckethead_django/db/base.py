@@ -102,7 +102,7 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
         finally:
             self.settings_dict = declared
         self.transaction_mode = str(mode).upper() if mode else None
-        params["database"] = f"file:{engine.database.path}?mode={'ro' if engine.replica else 'rw'}"
+        params["database"] = f"file:{engine.database.path}?mode={engine.database.open_mode}"
         params.setdefault("timeout", engine.busy_timeout)
         self.read_only = engine.read_only
         self.read_only_reason = engine.read_only_reason or ""

@@ -210,6 +210,9 @@ class Fingerprint:
 class HostDatabase:
     """The SQLite file in ``directory`` and the connections every process opens on it."""
 
+    #: How connections open the file (an SQLite URI ``mode``): read and write, never created by accident.
+    open_mode = "rw"
+
     def __init__(self, directory: Path, *, busy_timeout: float) -> None:
         self.directory = Path(directory)
         self.path = self.directory / DATABASE_NAME
@@ -243,7 +246,7 @@ class HostDatabase:
     ) -> sqlite3.Connection:
         """A new connection to the file, configured; the file must exist (it is never created by accident)."""
         conn = sqlite3.connect(
-            f"file:{self.path}?mode=rw",
+            f"file:{self.path}?mode={self.open_mode}",
             uri=True,
             timeout=self.busy_timeout,
             check_same_thread=check_same_thread,

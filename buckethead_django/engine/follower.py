@@ -119,13 +119,11 @@ class Follower:
         self.prepare = prepare
         self.clock = clock
         self.following: Following | None = None
-        #: The current record as last read, and the record of its generation.
+        #: The current record as the follower last read it.
         self._current: Current | None = None
         #: When the follower last knew the file held the bucket's newest committed point (the start of that poll).
         self.checked_at: float | None = None
         self.last_error: str | None = None
-        #: The polls that found something new, and the points they applied, since this follower started.
-        self.applied_points = 0
         self._listed_at = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -152,7 +150,8 @@ class Follower:
     # -- polling ------------------------------------------------------------------------------
 
     def poll(self) -> int:
-        """Look once whether the bucket moved on, and follow it; the points the file moved forward."""
+        """Look once whether the bucket moved on, and follow it; the points the file moved forward (a point
+        loaded whole, as a new generation is, counts as one)."""
         with self._poll_lock:
             started = self.clock()
             try:
@@ -163,7 +162,6 @@ class Follower:
                 raise
             self.last_error = None
             self.checked_at = started
-            self.applied_points += moved
             self.announce()
             return moved
 

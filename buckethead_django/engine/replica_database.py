@@ -36,10 +36,8 @@ from pathlib import Path
 
 from .database import HostDatabase
 from .delta import FILE_FORMAT_OFFSET, ROLLBACK_JOURNAL_FORMAT, Delta, net_effect
-from .snapshot import page_size_of
+from .snapshot import SQLITE_HEADER, page_size_of
 
-#: The header SQLite checks first; a page 1 without it is "not a database".
-SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Offsets in page 1: the file change counter, the size in pages, the schema cookie, the version the size is
 #: valid for, and the type of page 1's b-tree page (right after the 100-byte file header).
 CHANGE_COUNTER_OFFSET = 24
@@ -55,29 +53,19 @@ HEADER_BYTES = BTREE_TYPE_OFFSET + 1
 class ReplicaDatabase(HostDatabase):
     """The replica host's file: opened read-only by every process, rewritten page by page by its follower."""
 
+    #: Nothing but the follower writes a replica's file, and it writes pages, not SQL.
+    open_mode = "ro"
+
     def __init__(self, directory: Path, *, busy_timeout: float) -> None:
         super().__init__(directory, busy_timeout=busy_timeout)
         self._fd: int | None = None
         self._lock_conn: sqlite3.Connection | None = None
         self._write_lock = threading.Lock()
 
-    def connect(
-        self, *, check_same_thread: bool = True, autocommit: bool = False, read_only: bool = True
-    ) -> sqlite3.Connection:
-        """A read-only connection (``read_only`` is ignored: nothing but the follower writes a replica's file)."""
-        conn = sqlite3.connect(
-            f"file:{self.path}?mode=ro",
-            uri=True,
-            timeout=self.busy_timeout,
-            check_same_thread=check_same_thread,
-            isolation_level=None if autocommit else "DEFERRED",
-        )
-        self.configure(conn, read_only=True)
-        return conn
-
     @staticmethod
     def configure(conn: sqlite3.Connection, *, read_only: bool = True) -> None:
-        """Read-only, and no memory map (see the module's docstring); also for connections Django opens."""
+        """Read-only whatever is asked, and no memory map (see the module's docstring); also for connections Django
+        opens."""
         conn.execute("PRAGMA mmap_size = 0")
         conn.execute("PRAGMA query_only = ON")
 
@@ -99,7 +87,7 @@ class ReplicaDatabase(HostDatabase):
             return True
         return (
             len(header) < HEADER_BYTES
-            or not header.startswith(SQLITE_MAGIC)
+            or not header.startswith(SQLITE_HEADER)
             or header[FILE_FORMAT_OFFSET : FILE_FORMAT_OFFSET + 2] != ROLLBACK_JOURNAL_FORMAT
             or header[BTREE_TYPE_OFFSET] not in TABLE_PAGE_TYPES
         )
