@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import cache_page
 
-from buckethead_django.engine import ReadOnlyError
+from buckethead_django import get_buckethead
 
 from .forms import DocumentForm
 from .models import Document
@@ -22,11 +22,11 @@ def index(request: HttpRequest) -> HttpResponse:
             return redirect("index")
     else:
         form = DocumentForm()
-    try:
+    if get_buckethead().replica:  # a read replica (BUCKETHEAD_ROLE=replica) shows the count; the writer counts
+        visits = cache.get("visits", 0)
+    else:
         cache.add("visits", 0, timeout=None)
         visits = cache.incr("visits")
-    except ReadOnlyError:  # a read replica (BUCKETHEAD_ROLE=replica) shows the count; the writer host counts
-        visits = cache.get("visits", 0)
     return render(request, "demo/index.html", {"visits": visits, "form": form, "documents": Document.objects.all()})
 
 
