@@ -131,3 +131,4 @@ def test_status_says_what_the_replica_holds_and_its_lag(replica: BucketSQLite, c
     text = capsys.readouterr().out
     assert "Read replica" in text
     assert "lag" in text
+    assert "the replica's copy, which follows the bucket" in text

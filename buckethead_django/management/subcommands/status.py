@@ -112,7 +112,11 @@ class Status(Subcommand):
             ("", _local_line(local)),
         ]
         if stats is not None:
-            copy = " (a read-only copy of the latest snapshot)" if engine is not None and engine.read_only else ""
+            copy = ""
+            if engine is not None and engine.replica:
+                copy = " (the replica's copy, which follows the bucket)"
+            elif engine is not None and engine.read_only:
+                copy = " (a read-only copy of the latest snapshot)"
             lines.append(
                 (
                     "Database",
