@@ -106,7 +106,16 @@ from urllib.parse import unquote
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.snapshots import R2_CLASS_A, R2_CLASS_B, R2_FREE_A, R2_FREE_B, away_from_compaction, litestream_env
+from benchmarks.snapshots import (
+    R2_CLASS_A,
+    R2_CLASS_B,
+    R2_FREE_A,
+    R2_FREE_B,
+    away_from_compaction,
+    go_duration,
+    litestream_config,
+    litestream_env,
+)
 from benchmarks.support import (
     MACHINE_NOTE,
     REQUEST_KINDS,
@@ -570,30 +579,17 @@ def measure_apply(writer: BucketSQLite, conn: sqlite3.Connection, replica: Bucke
 # -- Litestream ----------------------------------------------------------------------------------------------
 
 
-def litestream_config(path: Path, db: Path, endpoint: str, prefix: str, sync: float) -> Path:
-    """A config for ``db`` replicated under ``prefix`` of the bucket on moto at ``endpoint`` (path style), its WAL
-    looked at and shipped every ``sync`` seconds (monitor and sync interval)."""
-    path.write_text(
-        f"""dbs:
-  - path: {db}
-    monitor-interval: {go_duration(sync)}
-    replica:
-      type: s3
-      bucket: {BUCKET}
-      path: {prefix}
-      endpoint: {endpoint}
-      region: us-east-1
-      force-path-style: true
-      access-key-id: {CREDENTIALS["aws_access_key_id"]}
-      secret-access-key: {CREDENTIALS["aws_secret_access_key"]}
-      sync-interval: {go_duration(sync)}
-"""
+def litestream_configs(
+    shm: Path, db: Path, primary_url: str, follower_url: str, prefix: str, sync: float
+) -> tuple[Path, Path]:
+    """The primary's and the follower's configs for ``db`` under ``prefix``, each through its own proxy, the WAL
+    looked at and shipped every ``sync`` seconds."""
+    return (
+        litestream_config(shm / "primary.yml", db, primary_url, bucket=BUCKET, prefix=prefix, sync=sync, monitor=sync),
+        litestream_config(
+            shm / "follower.yml", db, follower_url, bucket=BUCKET, prefix=prefix, sync=sync, monitor=sync
+        ),
     )
-    return path
-
-
-def go_duration(seconds: float) -> str:
-    return f"{round(seconds * 1000)}ms"
 
 
 class Litestream:
@@ -678,8 +674,7 @@ def measure_litestream_lag(binary: Path, moto: MotoServer, args: argparse.Namesp
         db = shm / "primary.db"
         with contextlib.closing(open_primary(db)) as conn:
             db_bytes = fill(conn, args.size_mb)
-        primary = litestream_config(shm / "primary.yml", db, primary_proxy.url, prefix, LITESTREAM_SYNC)
-        follower = litestream_config(shm / "follower.yml", db, proxy.url, prefix, LITESTREAM_SYNC)
+        primary, follower = litestream_configs(shm, db, primary_proxy.url, proxy.url, prefix, LITESTREAM_SYNC)
         out_db = shm / "replica" / "db.sqlite3"
         out_db.parent.mkdir()
         with litestream(binary, ["replicate", "-config", str(primary)], shm / "replicate.log") as replicate:
@@ -813,8 +808,7 @@ def measure_litestream_catch_up(binary: Path, moto: MotoServer, args: argparse.N
         db = shm / "primary.db"
         conn = stack.enter_context(contextlib.closing(open_primary(db)))
         out["db_bytes"] = fill(conn, args.size_mb)
-        primary = litestream_config(shm / "primary.yml", db, primary_proxy.url, prefix, CATCH_UP_SYNC)
-        follower = litestream_config(shm / "follower.yml", db, proxy.url, prefix, CATCH_UP_SYNC)
+        primary, follower = litestream_configs(shm, db, primary_proxy.url, proxy.url, prefix, CATCH_UP_SYNC)
         out_db = shm / "replica" / "db.sqlite3"
         out_db.parent.mkdir()
         log = shm / "follower.log"

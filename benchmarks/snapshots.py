@@ -319,25 +319,40 @@ def bare_round_trips(endpoint: str, prefix: str, size: int, times: int = 20) -> 
 # -- Litestream ----------------------------------------------------------------------------------------
 
 
-def litestream_config(path: Path, db: Path, endpoint: str) -> Path:
-    """A config replicating ``db`` to ``litestream/`` of the bucket on moto (endpoint, path style), sync every 1 s."""
-    config = path / "litestream.yml"
+def litestream_config(
+    config: Path,
+    db: Path,
+    endpoint: str,
+    *,
+    bucket: str = BUCKET,
+    prefix: str = "litestream",
+    sync: float = LITESTREAM_SYNC,
+    monitor: float | None = None,
+) -> Path:
+    """A config file at ``config`` replicating ``db`` to ``prefix`` of ``bucket`` on moto (endpoint, path style),
+    shipped every ``sync`` seconds; ``monitor``: how often Litestream looks at the WAL (None: its default)."""
+    monitoring = "" if monitor is None else f"\n    monitor-interval: {go_duration(monitor)}"
     config.write_text(
         f"""dbs:
-  - path: {db}
+  - path: {db}{monitoring}
     replica:
       type: s3
-      bucket: {BUCKET}
-      path: litestream
+      bucket: {bucket}
+      path: {prefix}
       endpoint: {endpoint}
       region: us-east-1
       force-path-style: true
       access-key-id: {CREDENTIALS["aws_access_key_id"]}
       secret-access-key: {CREDENTIALS["aws_secret_access_key"]}
-      sync-interval: {LITESTREAM_SYNC:g}s
+      sync-interval: {go_duration(sync)}
 """
     )
     return config
+
+
+def go_duration(seconds: float) -> str:
+    """``seconds`` as a duration Litestream's (Go's) config reads: ``1000ms``."""
+    return f"{round(seconds * 1000)}ms"
 
 
 def litestream_env() -> dict[str, str]:
@@ -421,7 +436,7 @@ def measure_litestream(binary: Path, moto: MotoServer, args: argparse.Namespace)
     with private_dir("bench-snapshots-litestream-", under=SHM) as shm, RecordingProxy(moto.port) as proxy:
         db = shm / "db.sqlite3"
         conn, out["db_bytes"] = sqlite_fill(db, args.size_mb)
-        config = litestream_config(shm, db, proxy.url)
+        config = litestream_config(shm / "litestream.yml", db, proxy.url)
         log_path = shm / "litestream.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(  # noqa: S603 - the litestream binary we found

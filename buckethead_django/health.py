@@ -48,11 +48,15 @@ class ReplicaHealth:
     max_lag_seconds: float
     poll_seconds: float
 
+    @property
+    def rounded_lag(self) -> float | None:
+        return None if self.lag_seconds is None else round(self.lag_seconds, 3)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "point": self.point,
             "flushed_age_seconds": None if self.flushed_at is None else round(time.time() - self.flushed_at, 3),
-            "lag_seconds": None if self.lag_seconds is None else round(self.lag_seconds, 3),
+            "lag_seconds": self.rounded_lag,
             "max_lag_seconds": self.max_lag_seconds,
             "poll_seconds": self.poll_seconds,
         }
@@ -99,7 +103,7 @@ class EngineHealth:
             "current_snapshot": self.current_snapshot,
             "last_upload_age_seconds": self.last_upload_age_seconds,
             "last_good_snapshot_age_seconds": self.last_good_age_seconds,
-            "replica_lag_seconds": None if self.replica is None else self.replica.as_json()["lag_seconds"],
+            "replica_lag_seconds": None if self.replica is None else self.replica.rounded_lag,
             "role": self.role,
             "replicator": None if self.replicator is None else dict(zip(("host", "pid"), self.replicator, strict=True)),
             "set_aside": [{"path": path, "reason": why} for path, why in self.set_aside],

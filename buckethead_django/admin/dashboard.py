@@ -39,7 +39,6 @@ class DashboardAdmin(BucketHeadAdmin):
                 "restored_from": bh.restored_from,
                 "stats": bh.stats(),
                 "writer": show.writer_status(bh, reads),
-                "replica": show.replica_status(bh),
                 "can_flush": self.has_flush_permission(request) and not bh.read_only and bh.fenced is None,
                 "flush_url": self.url("flush"),
                 "kv_url": self.url("changelist", model=KVEntry),

@@ -403,12 +403,6 @@ class WriterStatus:
     set_aside: list[tuple[str, str]]
 
 
-def replica_status(bh: BucketSQLite) -> dict[str, Any] | None:
-    """How a read replica follows the bucket (see `health.ReplicaHealth`), or None for a writer's process."""
-    replica = engine_health(bh).replica
-    return None if replica is None else replica.as_json()
-
-
 def writer_status(bh: BucketSQLite, reads: BucketReads) -> WriterStatus:
     lease = reads.read(lambda store: read_lease(store, bh.config.key), None)
     ours = bh.lease is not None and bh.lease.same_holder(lease)
